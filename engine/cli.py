@@ -1,0 +1,68 @@
+"""The ``egcfg`` command. Each sub-command lives in its own module, exposing
+``add_arguments(parser)`` and ``main(args) -> int``; this file only wires them together."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engine.errors import UserError
+
+# (command path, module, one-line help). Modules are imported only when their command runs, so
+# `egcfg trace` never pays for importing torch.
+COMMANDS = [
+    (("trace",), "engine.cmd_trace", "run tests against a program in the sandbox and print the traces"),
+    (("complete",), "engine.cmd_complete", "complete a function with execution-guided decoding"),
+    (("doctor",), "engine.doctor", "show what this machine offers (GPU, 4-bit, sandbox, model cache)"),
+    (("serve",), "lsp_server.cli", "start the language server (stdio by default)"),
+    (("bench", "validate"), "engine.validate", "run every reference solution of a data set through the executor"),
+    (("bench", "speed"), "engine.bench_speed", "measure guided decoding speed against plain greedy and the naive loop"),
+    (("bench", "accuracy"), "engine.bench_accuracy", "score the engine on MBPP / HumanEval (and their ET tests)"),
+    (("dev", "tiny-model"), "engine.tiny", "build a tiny random-weight model and tokenizer for tests"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="egcfg", description="Execution-guided code completion.")
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command", metavar="COMMAND")}
+    for path, module, help_text in COMMANDS:
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            if prefix not in groups:
+                sub = groups[path[: depth - 1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
+                groups[prefix] = sub.add_subparsers(dest="_".join(prefix), metavar="COMMAND")
+                sub.set_defaults(_usage=sub)
+        sub = groups[path[:-1]].add_parser(path[-1], help=help_text, description=help_text)
+        sub.set_defaults(_module=module, _usage=sub)
+        try:
+            importlib.import_module(module).add_arguments(sub)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+            sub.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = getattr(args, "_module", None)
+    if module is None:
+        (getattr(args, "_usage", None) or parser).print_help(sys.stderr)
+        return 2
+    if getattr(args, "_missing", False):
+        print(f"egcfg: this command is not available in this build ({module} is missing)", file=sys.stderr)
+        return 2
+    try:
+        return int(importlib.import_module(module).main(args) or 0)
+    except UserError as error:
+        print(f"egcfg: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("egcfg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
