@@ -1,0 +1,148 @@
+"""`egcfg complete FILE::FUNCTION`: write a function's body with execution-guided decoding.
+
+Lines are shown on stderr as the engine commits them (a live status line on a terminal); the
+function and its test results end up on stdout, or one JSON object with --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.locate import check_rest_parses, find_function
+from engine.testfile import TestSuite, tests_for_function
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="FILE::FUNCTION", help="the module and the function whose body to write")
+    parser.add_argument("--tests", action="append", default=[], metavar="PATH", help="a test file (repeatable)")
+    parser.add_argument("--test", action="append", default=[], metavar="'assert ...'", help="a test case (repeatable)")
+    parser.add_argument("--model", default=None, help="hub id or local folder (default: %(default)s = the built-in default model)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--preset", default="editor", choices=["editor", "paper"], help="agent grid")
+    parser.add_argument("--gamma", action="append", type=float, default=None, metavar="G", help="guidance strength (repeatable)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="token cap for the function body")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per-test limit in the sandbox")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror}") from None
+
+
+def collect_tests(args: argparse.Namespace, function: str, module: str) -> TestSuite:
+    suite = TestSuite(tests=list(args.test))
+    setups = []
+    for name in args.tests:
+        path = Path(name)
+        found = tests_for_function(_read(path, "test file"), function, module, str(path))
+        if not found.tests:
+            raise UserError(f"{path} has no tests that call {function}")
+        suite.tests.extend(found.tests)
+        setups.append(found.setup)
+    suite.setup = "\n".join(s for s in setups if s)
+    if not suite.tests:
+        raise UserError("no tests given: pass --test 'assert ...' or --tests FILE (the tests are what guides the model)")
+    return suite
+
+
+def _check_setup(executor, program: str, suite: TestSuite) -> None:
+    """Tests that cannot even import make every candidate fail: say so before loading a model."""
+    from engine.executor import Job
+
+    if not suite.setup.strip():
+        return
+    result = executor.run(Job(program=program, tests=("pass",), setup=suite.setup, trace=False))
+    outcome = result.tests[0]
+    if outcome.outcome != "pass":
+        raise UserError(f"the tests' imports fail before any code runs: {outcome.message}")
+
+
+class LiveView:
+    """Committed lines on stderr; on a terminal, one status line that is redrawn in place."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def status(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[2K" + text[:120])
+            self.stream.flush()
+
+    def line(self, agent: str, number: int, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[2K")
+        self.stream.write(f"[{agent} {number:>3}] {text}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[2K")
+            self.stream.flush()
+
+
+def main(args: argparse.Namespace) -> int:
+    from engine.agents import run_completion
+    from engine.events import AgentFinished, CandidatesRun, CompletionTask, Finished, LineCommitted
+    from engine.executor import Executor, Limits
+    from engine.models import DEFAULT_MODEL, describe, load_model
+
+    started = time.monotonic()
+    file_name, sep, function = args.target.rpartition("::")
+    if not sep or not file_name or not function:
+        raise UserError(f"expected FILE::FUNCTION, got {args.target!r}")
+    path = Path(file_name)
+    site = find_function(_read(path, "file"), name=function)
+    check_rest_parses(site, str(path))
+    suite = collect_tests(args, function, path.stem)
+    view = LiveView()
+    executor = Executor(limits=Limits(test_seconds=args.timeout), project_root=str(path.resolve().parent))
+    try:
+        _check_setup(executor, site.source_before + site.body_indent + "pass\n" + site.source_after, suite)
+        view.status(f"loading {args.model or DEFAULT_MODEL} ...")
+        model = load_model(args.model or DEFAULT_MODEL, device=args.device)
+        view.status(f"model ready: {describe(model)}")
+        task = CompletionTask(
+            function_name=function,
+            source_before=site.source_before,
+            source_after=site.source_after,
+            tests=suite.tests,
+            setup=suite.setup,
+        )
+        final = None
+        for event in run_completion(model, executor, task, preset=args.preset, gammas=args.gamma, max_new_tokens=args.max_new_tokens):
+            if isinstance(event, CandidatesRun):
+                view.status(f"{event.agent}: line {event.line_no}: ran {len(event.candidates)} candidate(s)")
+            elif isinstance(event, LineCommitted):
+                view.line(event.agent, event.line_no, event.text)
+            elif isinstance(event, AgentFinished):
+                view.status(f"{event.agent} finished: {event.passed}/{event.total} tests pass ({event.reason})")
+            elif isinstance(event, Finished):
+                final = event
+        view.done()
+    finally:
+        executor.close()
+    if final is None:
+        raise UserError("the engine stopped without an answer")
+    seconds = time.monotonic() - started
+    if args.json:
+        print(json.dumps({
+            "code": final.code, "passed": final.passed, "total": final.total, "agent": final.agent,
+            "solved": final.solved, "status": final.status, "seconds": round(seconds, 3),
+            "model": describe(model), "function": function, "file": str(path),
+        }))
+    else:
+        print(final.code.rstrip("\n"))
+        print(f"\n# {final.passed}/{final.total} tests pass; agent {final.agent}; {seconds:.1f} s; {final.status}")
+    return 0
