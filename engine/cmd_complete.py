@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.locate import check_rest_parses, find_function
-from engine.testfile import TestSuite, tests_for_function
+from engine.testfile import FunctionTests, cases_for_function
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,12 +40,12 @@ def _read(path: Path, what: str) -> str:
         raise UserError(f"cannot read {what} {path}: {error.strerror}") from None
 
 
-def collect_tests(args: argparse.Namespace, function: str, module: str) -> TestSuite:
-    suite = TestSuite(tests=list(args.test))
+def collect_tests(args: argparse.Namespace, function: str, module: str) -> FunctionTests:
+    suite = FunctionTests(tests=list(args.test))
     setups = []
     for name in args.tests:
         path = Path(name)
-        found = tests_for_function(_read(path, "test file"), function, module, str(path))
+        found = cases_for_function(_read(path, "test file"), function, module, str(path))
         if not found.tests:
             raise UserError(f"{path} has no tests that call {function}")
         suite.tests.extend(found.tests)
@@ -56,7 +56,7 @@ def collect_tests(args: argparse.Namespace, function: str, module: str) -> TestS
     return suite
 
 
-def _check_setup(executor, program: str, suite: TestSuite) -> None:
+def _check_setup(executor, program: str, suite: FunctionTests) -> None:
     """Tests that cannot even import make every candidate fail: say so before loading a model."""
     from engine.executor import Job
 

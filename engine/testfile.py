@@ -13,7 +13,7 @@ from engine.errors import UserError
 
 
 @dataclass
-class TestSuite:
+class FunctionTests:
     tests: list[str] = field(default_factory=list)  # each one `assert` or a block of statements
     setup: str = ""  # imports and helpers the tests need, run before each test
 
@@ -113,13 +113,13 @@ def _function_tests(func: ast.FunctionDef, name: str, in_class: str | None) -> l
     return [ast.unparse(func) + f"\n{func.name}()"]
 
 
-def tests_for_function(test_source: str, function_name: str, module_name: str, path: str = "the tests file") -> TestSuite:
+def cases_for_function(test_source: str, function_name: str, module_name: str, path: str = "the tests file") -> FunctionTests:
     """Every test case in `test_source` that exercises `function_name`."""
     try:
         tree = ast.parse(test_source)
     except SyntaxError as error:
         raise UserError(f"{path} has a syntax error on line {error.lineno}: {error.msg}") from None
-    suite = TestSuite()
+    suite = FunctionTests()
     setup = []
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
