@@ -1,0 +1,42 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+# --- tiny model (engine/tiny.py) ---------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random-weight llama + byte-level BPE tokenizer (with a ChatML chat template), built once
+    per test session; load it with `engine.models.load_model(str(tiny_model_dir))`."""
+    from engine.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama", seed=0)
+
+
+# --- benchmark data and the executor (datasets, validate, trace) ---------------------------------
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The benchmark data folder named by EGCFG_DATA (scripts/test points it at ../shared/data)."""
+    import os
+    from pathlib import Path
+
+    value = os.environ.get("EGCFG_DATA")
+    if not value:
+        pytest.skip("EGCFG_DATA is not set: these tests need the benchmark data folder (see scripts/test)")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"EGCFG_DATA={value} is not a folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def executor():
+    """One sandboxed executor shared by the session (2 workers: the machine has 2 cores)."""
+    from engine.executor import Executor
+
+    with Executor(workers=2) as shared:
+        yield shared
