@@ -1,0 +1,117 @@
+"""The engine as the server sees it: load a model, run tests traced in the sandbox, stream a completion.
+
+Every engine import is lazy, so the server starts (and answers with a clear status) even when the
+model or the sandbox cannot be set up. Tests of the server's own logic swap this class for a fake
+with the same four methods; `EGCFG_LSP_BACKEND=module:callable` does the same for a server process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from lsp_server.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    device: str
+    quantized: bool
+    description: str
+
+
+class LocalCancelToken:
+    """Same interface as engine.events.CancelToken (used when the engine's is not importable)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+def new_cancel_token():
+    try:
+        from engine.events import CancelToken
+        return CancelToken()
+    except ImportError:
+        return LocalCancelToken()
+
+
+class EngineBackend:
+    """The real engine: one model, one executor (recreated when the sandbox limits change)."""
+
+    def __init__(self) -> None:
+        self._model = None
+        self._executor = None
+        self._executor_key: tuple | None = None
+        self._lock = threading.Lock()
+
+    # --- model ----------------------------------------------------------------------------------
+    def load(self, settings: Settings) -> ModelInfo:
+        """Blocking; raises engine.errors.UserError with one sentence when the model cannot load."""
+        from engine.models import describe, load_model
+
+        self._model = None
+        model = load_model(settings.model, device=settings.device, quantization=settings.quantization)
+        self._model = model
+        return ModelInfo(model.name, model.device, bool(model.quantized), describe(model))
+
+    # --- sandbox --------------------------------------------------------------------------------
+    def executor(self, settings: Settings, project_root: str | None):
+        from engine.executor import Executor, Limits
+
+        key = settings.sandbox_key() + (project_root,)
+        with self._lock:
+            if self._executor is None or self._executor_key != key:
+                if self._executor is not None:
+                    self._executor.close()
+                limits = Limits(test_seconds=settings.test_seconds, memory_mb=settings.memory_mb,
+                                job_seconds=max(60.0, settings.test_seconds * 4))
+                self._executor = Executor(limits=limits, project_root=project_root)
+                self._executor_key = key
+            return self._executor
+
+    def run_tests(self, settings: Settings, project_root: str | None, jobs: Sequence[tuple[str, Sequence[str], str]]) -> list:
+        """[(program, tests, setup)] -> [JobResult], all traced, all tests in parallel."""
+        from engine.executor import Job
+
+        executor = self.executor(settings, project_root)
+        return executor.map([Job(program=p, tests=tuple(t), setup=s, trace=True) for p, t, s in jobs])
+
+    # --- completion -----------------------------------------------------------------------------
+    def complete(self, settings: Settings, project_root: str | None, task_fields: dict, cancel) -> Iterator[Any]:
+        """The engine's event stream for one completion (see engine/events.py)."""
+        from engine.agents import run_completion
+        from engine.events import CompletionTask
+
+        if self._model is None:
+            raise RuntimeError("the model is not loaded")
+        task = CompletionTask(**task_fields)
+        gammas = list(settings.gammas) if settings.gammas else None
+        return run_completion(self._model, self.executor(settings, project_root), task,
+                              preset=settings.preset, gammas=gammas, cancel=cancel,
+                              max_new_tokens=settings.max_new_tokens)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.close()
+                self._executor = None
+
+
+def make_backend():
+    """The backend named by EGCFG_LSP_BACKEND (module:callable, for tests), else the engine."""
+    spec = os.environ.get("EGCFG_LSP_BACKEND", "").strip()
+    if not spec:
+        return EngineBackend()
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name or "Backend")()

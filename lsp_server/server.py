@@ -1,0 +1,506 @@
+"""The egcfg language server: thin pygls handlers over plain modules.
+
+Each handler gets the document, calls a helper (discovery, completion, analysis, hover) and
+converts the answer to LSP types. Slow work never runs on the event loop: the model loads and
+completions run in one GPU worker thread, test runs in a small thread pool. Anything the user must
+see goes out as `egcfg/status`, window/showMessage or window/logMessage; never to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
+
+from engine import __version__
+from engine.errors import UserError
+from engine.locate import check_rest_parses
+
+from lsp_server.analysis import Analysis, analyse, file_stamp
+from lsp_server.backend import ModelInfo, make_backend
+from lsp_server.completion import GpuRunner, Outcome, Progress, Site, drive, site_at, task_fields
+from lsp_server.diagnostics import Note
+from lsp_server.discovery import TestSuite, discover_tests, read_file
+from lsp_server.hover import hover_markdown
+from lsp_server.settings import Settings, describe, parse_settings
+from lsp_server.status import LINE_METHOD, STATUS_METHOD, Status
+
+log = logging.getLogger("egcfg.lsp")
+
+COMMAND_COMPLETE = "egcfg.completeWithTests"
+COMMAND_CANCEL = "egcfg.cancel"
+COMMAND_TRACE = "egcfg.showTrace"
+COMMAND_STATUS = "egcfg.status"
+SEVERITY = {"information": types.DiagnosticSeverity.Information, "error": types.DiagnosticSeverity.Error}
+
+
+class EgcfgServer(LanguageServer):
+    def __init__(self, backend: Any = None) -> None:
+        super().__init__("egcfg", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.backend = backend if backend is not None else make_backend()
+        self.settings = Settings()
+        self.setting_problems: list[str] = []
+        self.status = Status(model=self.settings.model)
+        self.model: ModelInfo | None = None
+        self.model_error = ""
+        self.model_loading: asyncio.Task | None = None
+        self.gpu = GpuRunner()
+        self.test_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="egcfg-tests")
+        self.analyses: dict[str, Analysis] = {}             # uri -> latest analysis
+        self.test_runs: dict[str, asyncio.Task] = {}        # uri -> pending/running test run
+        self.inline_generation: dict[str, int] = {}         # uri -> newest inline request number
+        self.completion_bodies: dict[str, str] = {}         # uri -> last body offered (to see it accepted)
+        self.run_ids = itertools.count(1)
+        self.thread_safe_output = False   # set by the stdio entry point (its writer has a lock)
+
+    # --- paths ----------------------------------------------------------------------------------
+    @property
+    def root(self) -> str | None:
+        return self.workspace.root_path or None
+
+    def read(self, path: str) -> str | None:
+        """A file's text: the editor's (unsaved) version when it is open, else the disk's."""
+        for document in list(self.workspace.text_documents.values()):
+            if document.path and os.path.abspath(document.path) == os.path.abspath(path):
+                return document.source
+        return read_file(path)
+
+    # --- status ---------------------------------------------------------------------------------
+    def set_status(self, log_it: bool = True, **changes) -> None:
+        self.status = self.status.update(**changes)
+        self.protocol.notify(STATUS_METHOD, self.status.payload())
+        if log_it and changes.get("message"):
+            self.log(changes["message"], error=changes.get("state") == "error")
+
+    def log(self, message: str, error: bool = False) -> None:
+        kind = types.MessageType.Error if error else types.MessageType.Info
+        self.window_log_message(types.LogMessageParams(type=kind, message=f"egcfg: {message}"))
+
+    def show(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"egcfg: {message}"))
+
+    def ready_state(self) -> str:
+        return "ready" if self.model else ("error" if self.model_error else "loading")
+
+    # --- settings and the model -----------------------------------------------------------------
+    def apply_settings(self, raw: Any, show: bool = True) -> Settings:
+        old = self.settings
+        self.settings, problems = parse_settings(raw, base=old)
+        for problem in problems:
+            self.show(problem) if show else self.setting_problems.append(problem)
+        self.log(f"settings: {describe(self.settings)}")
+        return old
+
+    async def load_model(self) -> None:
+        """Load in the background with work-done progress; requests meanwhile get an empty answer."""
+        settings = self.settings
+        self.model, self.model_error = None, ""
+        self.set_status(state="loading", message=f"loading {settings.model}", model=settings.model,
+                        device="", quantized=False)
+        token = await self.begin_progress("egcfg: loading model", settings.model, cancellable=False)
+        loop = asyncio.get_running_loop()
+        try:
+            info = await loop.run_in_executor(self.gpu.pool, self.backend.load, settings)
+        except UserError as error:
+            self.model_error = str(error)
+        except Exception as error:  # a broken install must not take the server down
+            log.exception("model load failed")
+            self.model_error = f"the model could not be loaded: {type(error).__name__}: {error}"
+        else:
+            if settings.engine_key() != self.settings.engine_key():
+                return  # the settings changed while loading; a newer load is under way
+            self.model = info
+        self.end_progress(token, "ready" if self.model else "failed")
+        if self.model:
+            self.set_status(state="ready", message=f"model ready: {self.model.description}",
+                            device=self.model.device, quantized=self.model.quantized)
+        else:
+            self.set_status(state="error", message=self.model_error)
+            self.show(self.model_error, types.MessageType.Error)
+
+    def start_model_load(self) -> None:
+        if self.model_loading and not self.model_loading.done():
+            self.model_loading.cancel()
+        self.model_loading = asyncio.ensure_future(self.load_model())
+
+    # --- work-done progress ---------------------------------------------------------------------
+    async def begin_progress(self, title: str, message: str, cancellable: bool) -> str | None:
+        window = self.client_capabilities.window
+        if not (window and window.work_done_progress):
+            return None
+        token = f"egcfg-{next(self.run_ids)}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
+        except Exception:  # the client refused or never answered: go on without progress
+            return None
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, message=message,
+                                                                         cancellable=cancellable, percentage=0))
+        return token
+
+    def report_progress(self, token: str | None, message: str, percentage: int | None = None) -> None:
+        if token:
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message, percentage=percentage))
+
+    def end_progress(self, token: str | None, message: str) -> None:
+        if token:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            self.work_done_progress.tokens.pop(token, None)
+
+    # --- completions ----------------------------------------------------------------------------
+    def prepare(self, uri: str, line: int, character: int | None = None) -> tuple[Site, TestSuite]:
+        """The function at the cursor and its tests; UserError with the reason when there is none."""
+        document = self.workspace.get_text_document(uri)
+        if len(document.source) > self.settings.max_file_bytes:
+            raise UserError(f"{os.path.basename(document.path or uri)} is larger than maxFileBytes "
+                            f"({self.settings.max_file_bytes} bytes): egcfg does not analyse it")
+        site = site_at(document.source, line, character)
+        check_rest_parses(site.function, os.path.basename(document.path or uri))
+        suite = discover_tests(site.function.name, document.path, document.source, self.root,
+                               docstring=site.docstring, docstring_line=site.docstring_line,
+                               patterns=self.settings.test_patterns, read=self.read)
+        return site, suite
+
+    async def complete(self, uri: str, version: int | None, position: types.Position, site: Site,
+                       suite: TestSuite, owner: str, progress_token: str | None = None) -> tuple[Outcome | None, str]:
+        """Run the engine for `site` in the GPU worker; stream lines; (outcome, run id)."""
+        loop = asyncio.get_running_loop()
+        run_id = f"run-{next(self.run_ids)}"
+        settings, root = self.settings, self.root
+        where = {"requestId": run_id, "uri": uri, "version": version,
+                 "position": {"line": position.line, "character": position.character}}
+        if not suite.cases:
+            self.log(suite.why_no_tests())
+        self.set_status(state="running", message=f"completing {site.function.name}", total=len(suite.cases),
+                        log_it=False)
+
+        def on_line(line: dict) -> None:
+            if self.thread_safe_output:  # straight from the worker thread: no wait for the loop
+                self.protocol.notify(LINE_METHOD, {**where, **line})
+            else:
+                loop.call_soon_threadsafe(self.protocol.notify, LINE_METHOD, {**where, **line})
+
+        def on_progress(progress: Progress) -> None:
+            loop.call_soon_threadsafe(self.on_run_progress, progress, progress_token)
+
+        def work(cancel):
+            events = self.backend.complete(settings, root, task_fields(site, suite), cancel)
+            return drive(events, site, cancel, on_line, on_progress)
+
+        token, future = self.gpu.submit(owner, work)
+        try:
+            outcome = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+        except UserError as error:
+            self.set_status(state="error", message=str(error))
+            return None, run_id
+        except Exception as error:
+            log.exception("completion failed")
+            self.set_status(state="error", message=f"the completion failed: {type(error).__name__}: {error}")
+            return None, run_id
+        if outcome is None or outcome.cancelled:
+            self.set_status(state=self.ready_state(), message="completion cancelled", log_it=False)
+            return None, run_id
+        self.set_status(state=self.ready_state(), message=(
+            f"{site.function.name}: {outcome.passed}/{outcome.total} tests pass (agent {outcome.agent}, "
+            f"{outcome.seconds:.1f} s)" if suite.cases else suite.why_no_tests()))
+        return outcome, run_id
+
+    def on_run_progress(self, progress: Progress, token: str | None) -> None:
+        percent = int(100 * progress.passed / progress.total) if progress.total else 0
+        self.set_status(state="running", message=progress.message, agent=progress.agent, line=progress.line,
+                        passed=progress.passed, total=progress.total, progress=percent, log_it=False)
+        self.report_progress(token, progress.message, percent)
+
+    def completion_refused(self, reason: str, loud: bool) -> None:
+        self.set_status(state=self.ready_state() if self.model else self.status.state, message=reason)
+        if loud:
+            self.show(reason)
+
+    def model_not_ready(self) -> str:
+        if self.model_error:
+            return f"no completion: {self.model_error}"
+        return f"no completion yet: {self.settings.model} is still loading"
+
+    # --- tests, diagnostics ---------------------------------------------------------------------
+    def schedule_tests(self, uri: str, delay: float) -> None:
+        """Run the module's tests after `delay` seconds; a newer call (or edit) cancels this one."""
+        pending = self.test_runs.pop(uri, None)
+        if pending:
+            pending.cancel()
+        self.test_runs[uri] = asyncio.ensure_future(self.run_tests(uri, delay))
+
+    def cancel_tests(self, uri: str) -> None:
+        pending = self.test_runs.pop(uri, None)
+        if pending:
+            pending.cancel()
+
+    def cached_analysis(self, uri: str) -> Analysis | None:
+        """The analysis of the document's current text, if its test files did not change since."""
+        analysis = self.analyses.get(uri)
+        document = self.workspace.text_documents.get(uri)
+        if analysis is None or document is None or analysis.text != document.source:
+            return None
+        if file_stamp([path for path, _, _ in analysis.stamp]) != analysis.stamp:
+            return None
+        return analysis
+
+    async def run_tests(self, uri: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        document = self.workspace.text_documents.get(uri)
+        if document is None:
+            return
+        version, text = document.version, document.source
+        if len(text) > self.settings.max_file_bytes:
+            self.set_status(state=self.ready_state(), message=(
+                f"{os.path.basename(document.path or uri)} is larger than maxFileBytes: tests are not run"))
+            return
+        analysis = self.cached_analysis(uri)
+        if analysis is None:
+            settings, root, path = self.settings, self.root, document.path
+            run_tests = lambda jobs: self.backend.run_tests(settings, root, jobs)  # noqa: E731
+            loop = asyncio.get_running_loop()
+            try:
+                analysis = await loop.run_in_executor(
+                    self.test_pool, analyse, text, version, path, root, settings, self.read, run_tests)
+            except UserError as error:
+                self.set_status(state=self.ready_state(), message=f"tests not run: {error}")
+                return
+            except Exception as error:
+                log.exception("test run failed")
+                self.set_status(state=self.ready_state(), message=f"tests not run: {type(error).__name__}: {error}")
+                return
+        current = self.workspace.text_documents.get(uri)
+        if current is None or current.version != version:
+            return  # the document moved on: never publish for an outdated version
+        analysis.version = version
+        self.analyses[uri] = analysis
+        self.publish(uri, version, analysis.notes)
+        self.report_analysis(analysis)
+
+    def report_analysis(self, analysis: Analysis) -> None:
+        for problem in analysis.problems:
+            self.log(problem)
+        if analysis.syntax_error:
+            message = f"not valid Python ({'; '.join(analysis.problems)}): tests not run"
+        elif not analysis.runs:
+            message = "no tests found for the functions in this file"
+        else:
+            message = f"tests: {analysis.passed}/{analysis.total} pass"
+        self.set_status(state=self.ready_state(), message=message)
+
+    def publish(self, uri: str, version: int | None, notes: list[Note]) -> None:
+        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+            uri=uri, version=version, diagnostics=[to_diagnostic(n) for n in notes]))
+
+    def hover_text(self, uri: str, line: int) -> str | None:
+        analysis = self.cached_analysis(uri)
+        if analysis is None:
+            return None
+        run = analysis.run_at(line)
+        if run is None:
+            return None
+        lines = analysis.text.splitlines()
+        return hover_markdown(run.span, line, lines[line] if line < len(lines) else "", run.records)
+
+    def accepted_completion(self, uri: str, params: types.DidChangeTextDocumentParams) -> bool:
+        """Whether this edit inserted (most of) the completion offered last for the document."""
+        body = self.completion_bodies.get(uri, "").strip()
+        if not body:
+            return False
+        for change in params.content_changes:
+            inserted = change.text.strip()
+            if inserted and len(inserted) >= min(len(body), 8) and (inserted in body or body in inserted):
+                self.completion_bodies.pop(uri, None)
+                return True
+        return False
+
+    def shutdown_work(self) -> None:
+        self.gpu.close()
+        self.test_pool.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()
+
+
+def to_diagnostic(note: Note) -> types.Diagnostic:
+    return types.Diagnostic(
+        range=types.Range(start=types.Position(line=note.line, character=note.start),
+                          end=types.Position(line=note.line, character=note.end or note.start + 1)),
+        message=note.message, severity=SEVERITY[note.severity], source="egcfg")
+
+
+def command_args(args: tuple) -> dict:
+    """Command arguments as a dict: [{uri, line, character}] or [uri, line, character]."""
+    if len(args) == 1 and isinstance(args[0], dict):
+        return args[0]
+    keys = ("uri", "line", "character")
+    return dict(zip(keys, args))
+
+
+def build_server(backend: Any = None) -> EgcfgServer:  # noqa: C901 (one registration per feature)
+    server = EgcfgServer(backend)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: EgcfgServer, params: types.InitializeParams) -> None:
+        ls.apply_settings(params.initialization_options, show=False)
+        ls.status = ls.status.update(model=ls.settings.model)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: EgcfgServer, params: types.InitializedParams) -> None:
+        for problem in ls.setting_problems:
+            ls.show(problem)
+        ls.setting_problems.clear()
+        ls.start_model_load()
+        watch = ls.client_capabilities.workspace and ls.client_capabilities.workspace.did_change_watched_files
+        if watch and watch.dynamic_registration:
+            ls.client_register_capability(types.RegistrationParams(registrations=[types.Registration(
+                id="egcfg-watch-py", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                register_options=types.DidChangeWatchedFilesRegistrationOptions(
+                    watchers=[types.FileSystemWatcher(glob_pattern="**/*.py")]))]))
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: EgcfgServer, params: types.DidChangeConfigurationParams) -> None:
+        old = ls.apply_settings(params.settings)
+        if old.engine_key() != ls.settings.engine_key():
+            ls.start_model_load()
+        if old != ls.settings:
+            ls.analyses.clear()
+            for uri in list(ls.workspace.text_documents):
+                ls.schedule_tests(uri, 0)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: EgcfgServer, params: types.DidChangeWatchedFilesParams) -> None:
+        # a test file changed: the cached analyses that read it are stale (file_stamp sees it too)
+        changed = {to_fs_path(c.uri) for c in params.changes}
+        for uri, analysis in list(ls.analyses.items()):
+            if changed & {path for path, _, _ in analysis.stamp}:
+                ls.analyses.pop(uri, None)
+                ls.schedule_tests(uri, ls.settings.debounce_ms / 1000)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: EgcfgServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.schedule_tests(params.text_document.uri, 0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: EgcfgServer, params: types.DidSaveTextDocumentParams) -> None:
+        ls.schedule_tests(params.text_document.uri, 0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: EgcfgServer, params: types.DidChangeTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.gpu.cancel(owner=f"inline:{uri}")  # its position is no longer valid
+        if ls.accepted_completion(uri, params):
+            ls.schedule_tests(uri, ls.settings.debounce_ms / 1000)
+        else:
+            ls.cancel_tests(uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: EgcfgServer, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.cancel_tests(uri)
+        ls.gpu.cancel(owner=f"inline:{uri}")
+        ls.analyses.pop(uri, None)
+        ls.publish(uri, None, [])
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: EgcfgServer, params: types.InlineCompletionParams):
+        uri, position = params.text_document.uri, params.position
+        automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
+        if automatic and ls.settings.trigger == "manual":
+            return None
+        generation = ls.inline_generation[uri] = ls.inline_generation.get(uri, 0) + 1
+        document = ls.workspace.get_text_document(uri)
+        version = document.version
+        if automatic and ls.settings.debounce_ms:
+            await asyncio.sleep(ls.settings.debounce_ms / 1000)
+        if ls.inline_generation.get(uri) != generation or document.version != version:
+            return None  # a newer request or an edit came in meanwhile
+        if not ls.model:
+            ls.completion_refused(ls.model_not_ready(), loud=False)
+            return None
+        try:
+            site, suite = ls.prepare(uri, position.line, position.character)
+        except UserError as error:
+            ls.completion_refused(str(error), loud=not automatic)
+            return None
+        outcome, _ = await ls.complete(uri, version, position, site, suite, owner=f"inline:{uri}")
+        current = ls.workspace.get_text_document(uri)
+        if outcome is None or not outcome.body or current.version != version or ls.inline_generation.get(uri) != generation:
+            return None  # never answer for a document that moved on
+        ls.completion_bodies[uri] = outcome.body
+        start = types.Position(line=site.insert_line, character=0)
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(
+            insert_text=outcome.body, range=types.Range(start=start, end=position))])
+
+    @server.command(COMMAND_COMPLETE)
+    async def complete_with_tests(ls: EgcfgServer, *args):
+        request = command_args(args)
+        uri = request.get("uri", "")
+        position = types.Position(line=int(request.get("line", 0)), character=int(request.get("character", 0)))
+        empty = {"code": "", "passed": 0, "total": 0, "agent": ""}
+        if uri not in ls.workspace.text_documents:
+            return {**empty, "error": f"the document {uri} is not open"}
+        if not ls.model:
+            reason = ls.model_not_ready()
+            ls.completion_refused(reason, loud=True)
+            return {**empty, "error": reason}
+        try:
+            site, suite = ls.prepare(uri, position.line, position.character)
+        except UserError as error:
+            ls.completion_refused(str(error), loud=True)
+            return {**empty, "error": str(error)}
+        version = ls.workspace.get_text_document(uri).version
+        token = await ls.begin_progress(f"egcfg: {site.function.name}", f"{len(suite.cases)} tests", cancellable=True)
+        cancel_watch = ls.work_done_progress.tokens.get(token) if token else None
+        if cancel_watch is not None:  # the user pressed cancel on the progress
+            cancel_watch.add_done_callback(lambda f: f.cancelled() and ls.gpu.cancel(owner=f"command:{uri}"))
+        try:
+            outcome, run_id = await ls.complete(uri, version, position, site, suite, owner=f"command:{uri}",
+                                                progress_token=token)
+        finally:
+            ls.end_progress(token, "done")
+        if outcome is None:
+            return {**empty, "total": len(suite.cases), "error": "cancelled" if ls.status.state != "error" else ls.status.message}
+        ls.completion_bodies[uri] = outcome.body
+        return {"code": outcome.body, "passed": outcome.passed, "total": outcome.total, "agent": outcome.agent,
+                "requestId": run_id, "status": outcome.status, "seconds": round(outcome.seconds, 3),
+                "range": {"start": {"line": site.insert_line, "character": 0},
+                          "end": {"line": site.function.end_line, "character": 0}},
+                "guided": bool(suite.cases), "note": suite.why_no_tests()}
+
+    @server.command(COMMAND_CANCEL)
+    def cancel(ls: EgcfgServer, *args):
+        cancelled = ls.gpu.cancel()
+        for uri in list(ls.test_runs):
+            ls.cancel_tests(uri)
+        return {"cancelled": cancelled}
+
+    @server.command(COMMAND_TRACE)
+    def show_trace(ls: EgcfgServer, *args):
+        request = command_args(args)
+        markdown = ls.hover_text(request.get("uri", ""), int(request.get("line", 0)))
+        return {"markdown": markdown or "", "found": markdown is not None}
+
+    @server.command(COMMAND_STATUS)
+    def status(ls: EgcfgServer, *args):
+        return {**ls.status.payload(), "settings": describe(ls.settings), "busy": ls.gpu.busy}
+
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    def hover(ls: EgcfgServer, params: types.HoverParams):
+        markdown = ls.hover_text(params.text_document.uri, params.position.line)
+        if markdown is None:
+            return None
+        return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=markdown))
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: EgcfgServer, *args) -> None:
+        ls.shutdown_work()
+
+    return server
