@@ -1,25 +1,31 @@
 """`egcfg complete FILE::FUNCTION`: write a function's body with execution-guided decoding.
 
+The tests that guide it: the function's doctests, each --test, and the cases of each --tests file
+that call the function (read by engine.testfile).
+
 Lines are shown on stderr as the engine commits them (a live status line on a terminal); the
 function and its test results end up on stdout, or one JSON object with --json."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.locate import check_rest_parses, find_function
-from engine.testfile import FunctionTests, cases_for_function
+from engine.locate import FunctionSite, check_rest_parses, find_function
+from engine.testfile import TestCase, TestSuite, docstring_of, doctest_cases, module_names, tests_in_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="FILE::FUNCTION", help="the module and the function whose body to write")
-    parser.add_argument("--tests", action="append", default=[], metavar="PATH", help="a test file (repeatable)")
-    parser.add_argument("--test", action="append", default=[], metavar="'assert ...'", help="a test case (repeatable)")
+    parser.add_argument("--tests", action="append", default=[], metavar="PATH",
+                        help="a test file: its tests that call the function are used (repeatable)")
+    parser.add_argument("--test", action="append", default=[], metavar="'assert ...'",
+                        help="a test case (repeatable); the function's doctests are always used too")
     parser.add_argument("--model", default=None, help="hub id or local folder (default: %(default)s = the built-in default model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--preset", default="editor", choices=["editor", "paper"], help="agent grid")
@@ -40,23 +46,48 @@ def _read(path: Path, what: str) -> str:
         raise UserError(f"cannot read {what} {path}: {error.strerror}") from None
 
 
-def collect_tests(args: argparse.Namespace, function: str, module: str) -> FunctionTests:
-    suite = FunctionTests(tests=list(args.test))
-    setups = []
+def collect_tests(args: argparse.Namespace, site: FunctionSite, path: Path) -> TestSuite:
+    """The function's doctests, then each --test, then the cases of each --tests file that call it."""
+    function = site.name
+    suite = TestSuite(function)
+    docstring, docstring_line = docstring_of(site)
+    if docstring:
+        cases, skipped = doctest_cases(docstring, str(path), docstring_line, function)
+        suite.cases += cases
+        suite.skipped += skipped
+    suite.cases += [_command_line_test(text, number) for number, text in enumerate(args.test, 1)]
+    modules = module_names(str(path))
     for name in args.tests:
-        path = Path(name)
-        found = cases_for_function(_read(path, "test file"), function, module, str(path))
-        if not found.tests:
-            raise UserError(f"{path} has no tests that call {function}")
-        suite.tests.extend(found.tests)
-        setups.append(found.setup)
-    suite.setup = "\n".join(s for s in setups if s)
-    if not suite.tests:
-        raise UserError("no tests given: pass --test 'assert ...' or --tests FILE (the tests are what guides the model)")
+        tests_path = Path(name)
+        found = tests_in_file(_read(tests_path, "test file"), str(tests_path), function, modules)
+        if not found.cases:
+            raise UserError(f"{tests_path} has no tests that call {function}{_because(found.skipped)}")
+        suite.files.append(str(tests_path))
+        suite.include(found)
+    if not suite.cases:
+        raise UserError("no tests given: pass --test 'assert ...' or --tests FILE, or write >>> examples in the "
+                        f"docstring (the tests are what guides the model){_because(suite.skipped)}")
     return suite
 
 
-def _check_setup(executor, program: str, suite: FunctionTests) -> None:
+def _because(reasons: list[str]) -> str:
+    return f" ({'; '.join(reasons)})" if reasons else ""
+
+
+def _command_line_test(text: str, number: int) -> TestCase:
+    """A --test: an assert statement, or a block of statements; it must at least parse."""
+    text = text.strip()
+    if not text:
+        raise UserError(f"--test number {number} is empty")
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as error:
+        raise UserError(f"--test number {number} does not parse: {error.msg}") from None
+    kind = "assert" if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert) else "block"
+    return TestCase(text, f"--test {number}", "<command line>", 1, kind)
+
+
+def _check_setup(executor, program: str, suite: TestSuite) -> None:
     """Tests that cannot even import make every candidate fail: say so before loading a model."""
     from engine.executor import Job
 
@@ -105,7 +136,9 @@ def main(args: argparse.Namespace) -> int:
     path = Path(file_name)
     site = find_function(_read(path, "file"), name=function)
     check_rest_parses(site, str(path))
-    suite = collect_tests(args, function, path.stem)
+    suite = collect_tests(args, site, path)
+    for reason in suite.skipped:
+        print(f"egcfg: skipped: {reason}", file=sys.stderr)
     view = LiveView()
     executor = Executor(limits=Limits(test_seconds=args.timeout), project_root=str(path.resolve().parent))
     try:
@@ -117,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
             function_name=function,
             source_before=site.source_before,
             source_after=site.source_after,
-            tests=suite.tests,
+            tests=[case.source for case in suite.cases],
             setup=suite.setup,
         )
         final = None

@@ -7,10 +7,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from engine.testfile import TestSuite
+
 from lsp_server.diagnostics import (
     FunctionSpan, Note, TestRecord, fold_all, functions_in, notes_for_function, syntax_note,
 )
-from lsp_server.discovery import Reader, TestSuite, discover_tests
+from lsp_server.discovery import Reader, discover_tests
 from lsp_server.settings import Settings
 
 RunTests = Callable[[Sequence[tuple[str, Sequence[str], str]]], list]  # [(program, tests, setup)] -> [JobResult]

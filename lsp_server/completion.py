@@ -6,8 +6,6 @@ cancels the older through its CancelToken, which the engine checks at every toke
 
 from __future__ import annotations
 
-import ast
-import textwrap
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,9 +14,9 @@ from typing import Any, Callable, Iterable
 
 from engine.errors import UserError
 from engine.locate import FunctionSite, find_function
+from engine.testfile import TestSuite, docstring_of
 
 from lsp_server.backend import new_cancel_token
-from lsp_server.discovery import TestSuite
 
 
 @dataclass(frozen=True)
@@ -63,23 +61,6 @@ def _in_signature(text: str, function: FunctionSite, line: int) -> bool:
     while header < len(lines) and not lines[header].split("#", 1)[0].rstrip().endswith(":"):
         header += 1
     return line <= header
-
-
-def docstring_of(function: FunctionSite) -> tuple[str | None, int]:
-    """The docstring and its 1-based line, read from the text between the def and the body."""
-    lines = function.source_before.splitlines(keepends=True)
-    head = "".join(lines[function.def_line:function.body_line])
-    try:
-        tree = ast.parse(textwrap.dedent(head + function.body_indent + "pass\n"))
-    except SyntaxError:
-        return None, 0
-    node = tree.body[0] if tree.body else None
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.body:
-        return None, 0
-    first = node.body[0]
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-        return first.value.value, function.def_line + first.lineno
-    return None, 0
 
 
 def task_fields(site: Site, suite: TestSuite) -> dict:

@@ -22,12 +22,13 @@ from pygls.uris import to_fs_path
 from engine import __version__
 from engine.errors import UserError
 from engine.locate import check_rest_parses
+from engine.testfile import TestSuite
 
 from lsp_server.analysis import Analysis, analyse, file_stamp
 from lsp_server.backend import ModelInfo, make_backend
 from lsp_server.completion import GpuRunner, Outcome, Progress, Site, drive, site_at, task_fields
 from lsp_server.diagnostics import Note
-from lsp_server.discovery import TestSuite, discover_tests, read_file
+from lsp_server.discovery import discover_tests, read_file
 from lsp_server.hover import hover_markdown
 from lsp_server.settings import Settings, describe, parse_settings
 from lsp_server.status import LINE_METHOD, STATUS_METHOD, Status

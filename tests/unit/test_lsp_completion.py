@@ -11,8 +11,8 @@ import pytest
 
 from engine.errors import UserError
 from engine.events import CancelToken, CandidatesRun, Finished, LineCommitted
+from engine.testfile import TestCase, TestSuite
 from lsp_server.completion import GpuRunner, body_to_insert, drive, site_at, task_fields
-from lsp_server.discovery import TestCase, TestSuite
 
 MODULE = '''import math
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
+from engine.testfile import TestCase
 from engine.trace import Trace
 from engine.tracer import Tracer
 from lsp_server.analysis import analyse
 from lsp_server.diagnostics import fold_all, functions_in, notes_for_function, summarise_values
-from lsp_server.discovery import TestCase
 from lsp_server.hover import hover_markdown
 from lsp_server.settings import Settings
 
