@@ -685,3 +685,19 @@ def test_monitoring_backend_gives_the_same_events(python):
         same = [re.sub(r"<Thread\(.*?\)>", "<Thread>", repr(e)) for e in events(mine, depth_min=1)]
         assert [re.sub(r"<Thread\(.*?\)>", "<Thread>", repr(e)) for e in events(theirs, depth_min=1)] == same, test
         assert theirs["trace"]["truncated"] == mine["trace"]["truncated"], test
+
+
+def test_time_budget_detaches_the_tracer_and_marks_the_trace_truncated():
+    program = "def spin(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+    namespace: dict = {}
+    tracer = Tracer({"<program>": "program", "<test>": "test"}, max_seconds=0.05)
+    with tracer:
+        exec(compile(program, "<program>", "exec"), namespace)
+        value = eval(compile("spin(3_000_000)", "<test>", "eval"), namespace)
+        still_tracing = sys.gettrace() is not None
+    result = tracer.result()
+    assert value == sum(range(3_000_000))
+    assert not still_tracing  # detached before the loop ended, so the rest ran at full speed
+    assert result["truncated"] is True
+    lines = [e for e in result["events"] if e["kind"] == "line"]
+    assert lines and lines[0]["line"] == 2  # what was recorded before the budget ran out stays
