@@ -123,6 +123,16 @@ class LiveView:
             self.stream.flush()
 
 
+def _function_text(program: str, function: str) -> str:
+    """The completed function alone, out of the whole program the engine returns."""
+    try:
+        site = find_function(program, name=function)
+    except UserError:
+        return program
+    lines = program.splitlines(keepends=True)
+    return "".join(lines[site.def_line : site.end_line])
+
+
 def main(args: argparse.Namespace) -> int:
     from engine.agents import run_completion
     from engine.events import AgentFinished, CandidatesRun, CompletionTask, Finished, LineCommitted
@@ -171,11 +181,11 @@ def main(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     if args.json:
         print(json.dumps({
-            "code": final.code, "passed": final.passed, "total": final.total, "agent": final.agent,
+            "code": _function_text(final.code, function), "program": final.code, "body": final.body, "passed": final.passed, "total": final.total, "agent": final.agent,
             "solved": final.solved, "status": final.status, "seconds": round(seconds, 3),
             "model": describe(model), "function": function, "file": str(path),
         }))
     else:
-        print(final.code.rstrip("\n"))
+        print(_function_text(final.code, function).rstrip("\n"))
         print(f"\n# {final.passed}/{final.total} tests pass; agent {final.agent}; {seconds:.1f} s; {final.status}")
     return 0

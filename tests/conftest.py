@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+torch.set_num_threads(1)  # 2 shared cores: torch's thread pool makes tiny-model tests far slower
 
 
 # --- tiny model (engine/tiny.py) ---------------------------------------------------------------
