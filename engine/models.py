@@ -37,8 +37,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
-HOW_TO_POINT = ("pass --model /path/to/folder (a folder written by save_pretrained) "
-                "or set HF_HUB_OFFLINE=0 on a machine with network access to download it")
+HOW_TO_POINT = ("pass --model /path/to/folder (a folder written by save_pretrained), "
+                "or run once on a machine with network access to the hub to download it")
 
 
 @dataclass
@@ -141,7 +141,7 @@ def resolve_source(name_or_dir: str) -> tuple[str, bool]:
     if _is_cached(name_or_dir):
         return name_or_dir, False
     if _hub_is_offline():
-        raise _not_available(name_or_dir, "cannot be downloaded because HF_HUB_OFFLINE is set")
+        raise _not_available(name_or_dir, "cannot be downloaded because HF_HUB_OFFLINE is set (unset it to download)")
     if not _hub_reachable():
         raise _not_available(name_or_dir, "the hub cannot be reached (no network)")
     return name_or_dir, False
