@@ -24,28 +24,6 @@ class ModelInfo:
     description: str
 
 
-class LocalCancelToken:
-    """Same interface as engine.events.CancelToken (used when the engine's is not importable)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-def new_cancel_token():
-    try:
-        from engine.events import CancelToken
-        return CancelToken()
-    except ImportError:
-        return LocalCancelToken()
-
-
 class EngineBackend:
     """The real engine: one model, one executor (recreated when the sandbox limits change)."""
 

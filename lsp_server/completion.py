@@ -16,7 +16,7 @@ from engine.errors import UserError
 from engine.locate import FunctionSite, find_function
 from engine.testfile import TestSuite, docstring_of
 
-from lsp_server.backend import new_cancel_token
+from engine.events import CancelToken
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class GpuRunner:
         self._active: list[tuple[str, Any]] = []  # (owner, token) of submitted, unfinished runs
 
     def submit(self, owner: str, work: Callable[[Any], Any]) -> tuple[Any, Future]:
-        token = new_cancel_token()
+        token = CancelToken()
         with self._lock:
             for _, older in self._active:
                 older.cancel()
