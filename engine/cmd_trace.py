@@ -1,0 +1,219 @@
+"""`egcfg trace`: run tests against a program in the sandbox and print what happened, line by line.
+
+The same traces the model reads during guided decoding, so this is also how a user sees what the
+execution signal looks like for their code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import io
+import json
+import sys
+import tokenize
+import warnings
+from pathlib import Path
+
+from engine.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("code_file", metavar="CODE_FILE", help="the Python file whose code the tests call")
+    parser.add_argument("--function", metavar="NAME", help="the function under test (must be defined in CODE_FILE); "
+                        "with --tests-file, only the tests that mention it run")
+    parser.add_argument("--test", action="append", default=[], metavar="'assert ...'",
+                        help="a test: an assert statement or a block of statements (repeatable)")
+    parser.add_argument("--tests-file", metavar="FILE",
+                        help="a Python file: its top-level asserts are tests, and each test_* function is one test")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="wall-clock limit per test (default 5)")
+    parser.add_argument("--no-trace", action="store_true", help="only outcomes, no trace")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UserError("--timeout must be a positive number of seconds")
+    path = Path(args.code_file)
+    program = read_source(path)
+    _check_compiles(program, str(path))
+    if args.function and args.function not in defined_names(program):
+        raise UserError(f"{path} defines no function or class named {args.function!r}")
+    tests = [_checked_test(test, index) for index, test in enumerate(args.test, 1)]
+    setup = ""
+    if args.tests_file:
+        tests_path = Path(args.tests_file)
+        file_tests, setup = tests_from_file(read_source(tests_path), str(tests_path), module_name=path.stem, function=args.function)
+        if not file_tests and not tests:
+            raise UserError(f"{tests_path} has no top-level asserts and no test_* functions without arguments")
+        tests += file_tests
+    if not tests:
+        raise UserError("no tests given: add --test 'assert f(1) == 2' (repeatable) or --tests-file FILE")
+
+    from engine.executor import Executor, Job, Limits  # imported here: `egcfg --help` stays cheap
+
+    limits = Limits(test_seconds=args.timeout, job_seconds=args.timeout * len(tests) + 30)
+    with Executor(workers=min(2, len(tests)), limits=limits) as executor:
+        result = executor.run(Job(program=program, tests=tuple(tests), setup=setup, trace=not args.no_trace))
+    print(json.dumps(as_json(program, result, path, args), indent=2) if args.json else as_text(program, result))
+    return 0
+
+
+def as_text(program: str, result) -> str:
+    from engine.render import render_test
+
+    passed = sum(1 for test in result.tests if test.outcome == "pass")
+    blocks = [f"# {passed}/{len(result.tests)} tests passed (isolation: {result.isolation})"]
+    blocks += [render_test(program, test) for test in result.tests]
+    return "\n\n".join(blocks)
+
+
+def as_json(program: str, result, path: Path, args: argparse.Namespace) -> dict:
+    from engine.render import render_test
+
+    return {
+        "file": str(path),
+        "function": args.function,
+        "isolation": result.isolation,
+        "traced": not args.no_trace,
+        "passed": sum(1 for test in result.tests if test.outcome == "pass"),
+        "total": len(result.tests),
+        "tests": [
+            {
+                "test": test.test,
+                "outcome": test.outcome,
+                "message": test.message,
+                "seconds": round(test.seconds, 4),
+                "output": test.output,
+                "trace_text": render_test(program, test),
+                "trace": test.trace.to_dict() if test.trace is not None else None,
+            }
+            for test in result.tests
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- reading input
+
+
+def read_source(path: Path) -> str:
+    """A Python file's text, decoded the way Python would (coding cookie, BOM, else UTF-8)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a Python file") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        text = data.decode(encoding)
+    except (SyntaxError, LookupError):
+        raise UserError(f"{path} declares an encoding Python does not know") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not valid {error.encoding} text (byte {error.start})") from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+
+
+def _parse(source: str, filename: str) -> ast.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid escape sequences are the program's business
+        return ast.parse(source, filename)
+
+
+def _check_compiles(source: str, label: str) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(source, label, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        raise UserError(f"{label} does not compile: line {error.lineno}: {error.msg}") from None
+    except ValueError as error:  # null bytes
+        raise UserError(f"{label} does not compile: {error}") from None
+
+
+def _checked_test(test: str, index: int) -> str:
+    test = test.strip()
+    if not test:
+        raise UserError(f"--test number {index} is empty")
+    _check_compiles(test, f"--test number {index}")
+    return test
+
+
+def defined_names(program: str) -> set[str]:
+    """Top-level functions and classes, plus ``Class.method`` names."""
+    names = set()
+    for node in _parse(program, "<program>").body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{item.name}" for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return names
+
+
+def tests_from_file(source: str, label: str, *, module_name: str = "", function: str | None = None) -> tuple[list[str], str]:
+    """(tests, setup) from a tests file: each top-level assert is a test, each ``test_*`` function
+    without parameters is one block test that calls it; imports and helpers become the setup.
+    Imports of the code file's own module are rebound to the program, which is already loaded."""
+    try:
+        module = _parse(source, label)
+    except SyntaxError as error:
+        raise UserError(f"{label} does not parse: line {error.lineno}: {error.msg}") from None
+    tests: list[str] = []
+    setup: list[str] = []
+    for node in module.body:
+        segment = ast.get_source_segment(source, node, padded=False) or ""
+        if isinstance(node, ast.Assert):
+            tests.append(segment)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            if _required_parameters(node):
+                print(f"egcfg: skipping {node.name} in {label}: it takes arguments (pytest fixtures are not supported)", file=sys.stderr)
+                continue
+            decorated_from = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            text = "\n".join(source.split("\n")[decorated_from - 1 : node.end_lineno])
+            tests.append(f"{text}\n\n{node.name}()")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            setup.append(_rebind_import(node, module_name) if module_name else segment)
+        elif _is_main_guard(node):
+            continue
+        else:
+            setup.append(segment)
+    if function:
+        tests = [test for test in tests if _mentions(test, function.split(".")[-1])]
+        if not tests:
+            raise UserError(f"no test in {label} mentions {function}")
+    return tests, "\n".join(line for line in setup if line)
+
+
+def _required_parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    arguments = node.args
+    positional = arguments.posonlyargs + arguments.args
+    keyword_only = [a for a, default in zip(arguments.kwonlyargs, arguments.kw_defaults) if default is None]
+    return len(positional) - len(arguments.defaults) + len(keyword_only)
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test)
+
+
+def _rebind_import(node: ast.Import | ast.ImportFrom, module_name: str) -> str:
+    """``from CODE import f as g`` -> ``g = f``; ``import CODE as m`` -> a namespace of the program."""
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[-1] == module_name:
+        return "\n".join(f"{alias.asname} = {alias.name}" for alias in node.names if alias.asname and alias.asname != alias.name)
+    if isinstance(node, ast.Import):
+        lines = []
+        for alias in node.names:
+            if alias.name.split(".")[-1] == module_name:
+                lines.append(f"{alias.asname or alias.name} = __import__('types').SimpleNamespace(**globals())")
+            else:
+                lines.append(ast.unparse(ast.Import(names=[alias])))
+        return "\n".join(lines)
+    return ast.unparse(node)
+
+
+def _mentions(test: str, name: str) -> bool:
+    return any(
+        (isinstance(node, ast.Name) and node.id == name) or (isinstance(node, ast.Attribute) and node.attr == name)
+        for node in ast.walk(_parse(test, "<test>"))
+    )
