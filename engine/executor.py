@@ -237,7 +237,7 @@ class _Task:
         if plan.kind == "block":
             message["test"] = plan.test
         else:
-            message["leaves"] = [[leaf.source, leaf.line, leaf.iterate] for leaf in plan.leaves]
+            message["leaves"] = [[leaf.source, leaf.line, leaf.iterate, leaf.truth] for leaf in plan.leaves]
         return message
 
 

@@ -68,6 +68,7 @@ class Leaf:
     source: str  # the exact source text of the expression
     line: int  # 1-based line of the test where it starts (keeps trace line numbers right)
     iterate: bool = False  # the skeleton iterates it: send list(value) when it is not plain data
+    truth: bool = False  # only its truth is tested (`assert f(x)`, `not`, `and`): bool(value) will do
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def plan_test(test: str, shadowed: frozenset[str] = frozenset()) -> Plan:
         return Plan(test, "block")
     leaves: list[Leaf] = []
     try:
-        skeleton = _Builder(test, shadowed, leaves).build(tree.body[0].test, iterate=False)
+        skeleton = _Builder(test, shadowed, leaves).build(tree.body[0].test, iterate=False, truth=True)
     except RecursionError:
         return Plan(test, "block")
     return Plan(test, "assert", tuple(leaves), skeleton)
@@ -145,20 +146,20 @@ class _Builder:
     def __init__(self, test: str, shadowed: frozenset[str], leaves: list[Leaf]):
         self.test, self.shadowed, self.leaves = test, shadowed, leaves
 
-    def build(self, node: ast.expr, iterate: bool) -> tuple:
+    def build(self, node: ast.expr, iterate: bool, truth: bool = False) -> tuple:
         try:
-            return self._skeleton(node)
+            return self._skeleton(node, truth)
         except _Unsupported:
-            return self._leaf(node, iterate)
+            return self._leaf(node, iterate, truth)
 
-    def _leaf(self, node: ast.expr, iterate: bool) -> tuple:
+    def _leaf(self, node: ast.expr, iterate: bool, truth: bool) -> tuple:
         source = ast.get_source_segment(self.test, node)
         if source is None:  # pragma: no cover - parse trees from text always have positions
             raise _Unsupported
-        self.leaves.append(Leaf(source, node.lineno, iterate))
+        self.leaves.append(Leaf(source, node.lineno, iterate, truth))
         return ("leaf", len(self.leaves) - 1)
 
-    def _skeleton(self, node: ast.expr) -> tuple:
+    def _skeleton(self, node: ast.expr, truth: bool = False) -> tuple:
         if isinstance(node, ast.Constant):
             return ("const", node.value)
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and not any(isinstance(e, ast.Starred) for e in node.elts):
@@ -170,10 +171,10 @@ class _Builder:
             left = self.build(node.left, False)
             return ("compare", left, [(type(op), self.build(c, False)) for op, c in zip(node.ops, node.comparators)])
         if isinstance(node, ast.BoolOp):
-            return ("and" if isinstance(node.op, ast.And) else "or", [self.build(v, False) for v in node.values])
+            return ("and" if isinstance(node.op, ast.And) else "or", [self.build(v, False, truth) for v in node.values])
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub, ast.UAdd)):
             kind = {ast.Not: "not", ast.USub: "neg", ast.UAdd: "pos"}[type(node.op)]
-            return (kind, self.build(node.operand, False))
+            return (kind, self.build(node.operand, False, kind == "not"))
         if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC and _is_literal(node):
             # Only between literals (`[0] * 5`, `1 / 3`): keeps expected values out of the sandbox.
             return ("binop", type(node.op), self._skeleton(node.left), self._skeleton(node.right))

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from engine import verdict
+from engine.executor import Job
 from engine.verdict import Leaf, decode, judge_assert, judge_block, plan_test, top_level_names
 
 
@@ -219,3 +220,13 @@ def test_block_verdicts():
 def test_reprs_in_messages_are_bounded():
     outcome, message = judge("assert f(1) == 1", "x" * 10_000)
     assert outcome == "fail" and len(message) < 300
+
+
+def test_a_value_only_tested_for_truth_is_sent_as_its_truth_when_it_is_not_plain_data(executor):
+    # re.Match cannot cross the sandbox boundary, but `assert f(x)` only needs its truth value
+    # (a candidate could return True just as well, so nothing is lost).
+    program = "import re\ndef find(text):\n    return re.search(r'\\d+', text)\n"
+    job = Job(program=program, tests=("assert find('a1')", "assert not find('ab')", "assert find('ab')",
+                                      "assert find('a1') and True", "assert find('a1') == 1"), trace=False)
+    outcomes = [t.outcome for t in executor.run(job).tests]
+    assert outcomes == ["pass", "pass", "fail", "pass", "fail"]
