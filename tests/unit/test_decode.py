@@ -395,3 +395,107 @@ def test_a_shared_head_is_never_written_and_gives_the_same_tokens(structured, to
             outputs.append((gamma, dec.ids))
     assert outputs[0:2] == outputs[2:4] == outputs[4:6]
     assert head.length == i_dyn and all(torch.equal(b, layer.keys) for b, layer in zip(before, head.layers))
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared-prefix attention (the 2-row guided step reads the common head's keys and values once)
+
+def _gapped_rows(prefix=37, gap=11, tail=6, heads=8, kv_heads=2, dim=16, seed=0):
+    """Random q/k/v for two rows that share slots [0, prefix); row 0 masks the next `gap` slots."""
+    generator = torch.Generator().manual_seed(seed)
+    slots = prefix + gap + tail
+    query = torch.randn(2, heads, 1, dim, generator=generator)
+    key = torch.randn(2, kv_heads, slots, dim, generator=generator)
+    value = torch.randn(2, kv_heads, slots, dim, generator=generator)
+    key[1, :, :prefix], value[1, :, :prefix] = key[0, :, :prefix], value[0, :, :prefix]
+    mask = torch.ones(2, 1, 1, slots, dtype=torch.bool)
+    mask[0, ..., prefix : prefix + gap] = False
+    return query, key, value, mask, (prefix + gap, prefix)
+
+
+def _plain_attention(query, key, value, mask, scale):
+    """Textbook GQA attention with a boolean mask, [rows, 1, heads, dim]."""
+    group = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+    scores = (query @ key.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ value).transpose(1, 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shared_prefix_attention_equals_plain_attention_with_gqa(seed):
+    query, key, value, mask, own_from = _gapped_rows(seed=seed)
+    prefix = own_from[1]
+    expected = _plain_attention(query, key, value, mask, 0.25)
+    got = decode.shared_prefix_attention(query, key, value, prefix, own_from, 0.25)
+    assert got.shape == expected.shape == (2, 1, 8, 16)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    # it reads the prefix from row 0 only: garbage in row 1's prefix slots changes nothing
+    key[1, :, :prefix] = 1e3
+    assert torch.allclose(decode.shared_prefix_attention(query, key, value, prefix, own_from, 0.25), expected,
+                          atol=1e-5, rtol=1e-5)
+    # and it does read row 0's prefix: changing it changes the output
+    key[0, :, 0] += 3.0
+    assert not torch.allclose(decode.shared_prefix_attention(query, key, value, prefix, own_from, 0.25), expected,
+                              atol=1e-3)
+
+
+def test_both_partial_attention_kernels_give_the_same_output_and_log_sum_exp():
+    generator = torch.Generator().manual_seed(5)
+    query, key, value = (torch.randn(2, 3, n, 8, generator=generator) for n in (4, 29, 29))
+    flash_out, flash_lse = decode._partial_attention_flash_cpu(query, key, value, 0.3)
+    matmul_out, matmul_lse = decode._partial_attention_matmul(query, key, value, 0.3)
+    scores = (query @ key.transpose(-1, -2)) * 0.3
+    assert torch.allclose(flash_lse, torch.logsumexp(scores, -1), atol=1e-5)
+    assert torch.allclose(matmul_lse, torch.logsumexp(scores, -1), atol=1e-5)
+    assert torch.allclose(flash_out, torch.softmax(scores, -1) @ value, atol=1e-5)
+    assert torch.allclose(matmul_out, flash_out, atol=1e-5)
+
+
+def test_the_attention_function_falls_back_to_sdpa_outside_its_case():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    query, key, value, mask, own_from = _gapped_rows()
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups = 4
+    plain, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    layout = (own_from[1], own_from)
+    shared, _ = decode.shared_prefix_attention_forward(module, query, key, value, mask, scaling=0.25,
+                                                       **{decode.SHARED_PREFIX_KWARG: layout})
+    assert torch.allclose(shared, plain, atol=1e-5)
+    # two query tokens (a draft), or no layout: sdpa under the mask, the layout is ignored
+    key[1, :, 0] = 1e3                          # would break the shared path, which reads row 0 only
+    plain, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    fallback, _ = decode.shared_prefix_attention_forward(module, query, key, value, mask, scaling=0.25)
+    assert torch.equal(fallback, plain)
+    two = torch.cat([query, query], dim=2)
+    mask2 = mask.expand(2, 1, 2, mask.shape[-1])
+    plain2, _ = sdpa_attention_forward(module, two, key, value, mask2, scaling=0.25)
+    fallback2, _ = decode.shared_prefix_attention_forward(module, two, key, value, mask2, scaling=0.25,
+                                                          **{decode.SHARED_PREFIX_KWARG: layout})
+    assert torch.equal(fallback2, plain2)
+
+
+def test_guided_steps_use_the_shared_prefix_attention_and_match_the_reference(structured, tokenizer, monkeypatch):
+    ids, i_dyn = encode(tokenizer, *PROMPTS[2])
+    signals = [tokenizer.encode(s, add_special_tokens=False) for s in SIGNALS]
+    stop = decode.stop_token_ids(tokenizer, structured)
+    calls = []
+    original = decode.shared_prefix_attention
+
+    def spy(query, key, value, prefix, own_from, scaling):
+        calls.append((prefix, tuple(own_from)))
+        return original(query, key, value, prefix, own_from, scaling)
+
+    monkeypatch.setattr(decode, "shared_prefix_attention", spy)
+    assert structured.config._attn_implementation == "sdpa"
+    dec = decode.start(structured, tokenizer, ids, i_dyn, gamma=0.5, def_indent=0, max_new_tokens=30, stop_ids=stop)
+    ends = decode_all(dec, signals=signals)
+    reference, _ = naive_guided_decode(structured, tokenizer, ids, i_dyn, lambda k, _: signals[k % 3], gamma=0.5,
+                                       def_indent=0, max_new_tokens=30, stop_ids=stop)
+    assert dec.ids == reference
+    layers = structured.config.num_hidden_layers
+    assert len(calls) == layers * sum(e.tokens for e in ends)          # every guided token, every layer
+    assert {prefix for prefix, _ in calls} == {i_dyn}
+    assert {own[0] - own[1] for _, own in calls} <= {len(s) for s in signals}   # row 0 skips the signal
+    assert structured.config._attn_implementation == "sdpa"            # the swap is undone
