@@ -37,10 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(_module=module, _usage=sub)
         try:
             importlib.import_module(module).add_arguments(sub)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-            sub.set_defaults(_missing=True)
+        except Exception as error:  # one broken command must not take the others down
+            sub.set_defaults(_broken=f"{type(error).__name__}: {error}")
     return parser
 
 
@@ -51,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         (getattr(args, "_usage", None) or parser).print_help(sys.stderr)
         return 2
-    if getattr(args, "_missing", False):
-        print(f"egcfg: this command is not available in this build ({module} is missing)", file=sys.stderr)
+    if getattr(args, "_broken", None):
+        print(f"egcfg: this command cannot start ({module}: {args._broken})", file=sys.stderr)
         return 2
     try:
         return int(importlib.import_module(module).main(args) or 0)
@@ -62,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("egcfg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `egcfg ... | head`: the reader left; say nothing more
+        sys.stdout = None
+        return 0
 
 
 if __name__ == "__main__":

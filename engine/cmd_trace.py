@@ -43,9 +43,9 @@ def main(args: argparse.Namespace) -> int:
     setup = ""
     if args.tests_file:
         tests_path = Path(args.tests_file)
-        file_tests, setup = tests_from_file(read_source(tests_path), str(tests_path), module_name=path.stem, function=args.function)
+        file_tests, setup = tests_from_file(read_source(tests_path), str(tests_path), path, args.function)
         if not file_tests and not tests:
-            raise UserError(f"{tests_path} has no top-level asserts and no test_* functions without arguments")
+            raise UserError(f"{tests_path} has no tests that can run here (asserts, test_* functions, unittest methods)")
         tests += file_tests
     if not tests:
         raise UserError("no tests given: add --test 'assert f(1) == 2' (repeatable) or --tests-file FILE")
@@ -152,68 +152,15 @@ def defined_names(program: str) -> set[str]:
     return names
 
 
-def tests_from_file(source: str, label: str, *, module_name: str = "", function: str | None = None) -> tuple[list[str], str]:
-    """(tests, setup) from a tests file: each top-level assert is a test, each ``test_*`` function
-    without parameters is one block test that calls it; imports and helpers become the setup.
-    Imports of the code file's own module are rebound to the program, which is already loaded."""
-    try:
-        module = _parse(source, label)
-    except SyntaxError as error:
-        raise UserError(f"{label} does not parse: line {error.lineno}: {error.msg}") from None
-    tests: list[str] = []
-    setup: list[str] = []
-    for node in module.body:
-        segment = ast.get_source_segment(source, node, padded=False) or ""
-        if isinstance(node, ast.Assert):
-            tests.append(segment)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-            if _required_parameters(node):
-                print(f"egcfg: skipping {node.name} in {label}: it takes arguments (pytest fixtures are not supported)", file=sys.stderr)
-                continue
-            decorated_from = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-            text = "\n".join(source.split("\n")[decorated_from - 1 : node.end_lineno])
-            tests.append(f"{text}\n\n{node.name}()")
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            setup.append(_rebind_import(node, module_name) if module_name else segment)
-        elif _is_main_guard(node):
-            continue
-        else:
-            setup.append(segment)
-    if function:
-        tests = [test for test in tests if _mentions(test, function.split(".")[-1])]
-        if not tests:
-            raise UserError(f"no test in {label} mentions {function}")
-    return tests, "\n".join(line for line in setup if line)
+def tests_from_file(source: str, label: str, code_path: Path, function: str | None = None) -> tuple[list[str], str]:
+    """(tests, setup) from a tests file, read by the engine's one test-file parser: asserts, test
+    functions (parametrized ones expanded), unittest methods; imports of the code file's own
+    module are rebound to the program, which is already loaded."""
+    from engine.testfile import module_names, tests_in_file
 
-
-def _required_parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
-    arguments = node.args
-    positional = arguments.posonlyargs + arguments.args
-    keyword_only = [a for a, default in zip(arguments.kwonlyargs, arguments.kw_defaults) if default is None]
-    return len(positional) - len(arguments.defaults) + len(keyword_only)
-
-
-def _is_main_guard(node: ast.stmt) -> bool:
-    return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test)
-
-
-def _rebind_import(node: ast.Import | ast.ImportFrom, module_name: str) -> str:
-    """``from CODE import f as g`` -> ``g = f``; ``import CODE as m`` -> a namespace of the program."""
-    if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[-1] == module_name:
-        return "\n".join(f"{alias.asname} = {alias.name}" for alias in node.names if alias.asname and alias.asname != alias.name)
-    if isinstance(node, ast.Import):
-        lines = []
-        for alias in node.names:
-            if alias.name.split(".")[-1] == module_name:
-                lines.append(f"{alias.asname or alias.name} = __import__('types').SimpleNamespace(**globals())")
-            else:
-                lines.append(ast.unparse(ast.Import(names=[alias])))
-        return "\n".join(lines)
-    return ast.unparse(node)
-
-
-def _mentions(test: str, name: str) -> bool:
-    return any(
-        (isinstance(node, ast.Name) and node.id == name) or (isinstance(node, ast.Attribute) and node.attr == name)
-        for node in ast.walk(_parse(test, "<test>"))
-    )
+    found = tests_in_file(source, label, function.split(".")[-1] if function else None, module_names(str(code_path)))
+    for reason in found.skipped:
+        print(f"egcfg: skipping: {reason}", file=sys.stderr)
+    if function and not found.cases:
+        raise UserError(f"no test in {label} mentions {function}")
+    return [case.source for case in found.cases], "\n".join(found.setup)

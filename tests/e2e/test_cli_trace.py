@@ -1,6 +1,7 @@
 """`egcfg trace` as a user runs it: a subprocess, exit codes, text and JSON output."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -83,7 +84,7 @@ def test_tests_file_top_level_asserts_and_test_functions(code_file, tmp_path):
         "assert add_all([1]) == 2\n"
         "assert divide(4, 2) == 2\n\n"
         "def test_sum():\n    xs = [1, 2, 3]\n    assert add_all(xs) == math.prod(xs) + 1\n\n"
-        "def test_needs_fixture(tmp_path):\n    assert False\n"
+        "def test_needs_fixture(capsys):\n    assert add_all([0]) == 0\n"
     )
     run = egcfg("trace", code_file, "--tests-file", tests, "--function", "add_all", "--json")
     assert run.returncode == 0, run.stderr
@@ -104,12 +105,12 @@ def test_tests_file_top_level_asserts_and_test_functions(code_file, tmp_path):
         ("code", ["CODE"], "no tests given"),
         ("code", ["CODE", "--function", "nope", "--test", "assert True"], "defines no function or class named 'nope'"),
         ("latin1", ["LATIN1", "--test", "assert True"], "not valid utf-8 text"),
-        ("code", ["CODE", "--tests-file", "BROKEN_TESTS"], "does not parse: line 1"),
+        ("code", ["CODE", "--tests-file", "BROKEN_TESTS"], "has a syntax error at line 1"),
         ("code", ["CODE", "--test", "assert (("], "--test number 1 does not compile"),
         ("code", ["CODE", "--tests-file", "missing_tests.py"], "no such file"),
         ("broken_code", ["BROKEN_CODE", "--test", "assert True"], "does not compile: line 2"),
         ("code", ["CODE", "--test", "assert True", "--timeout", "0"], "--timeout must be a positive"),
-        ("code", ["CODE", "--tests-file", "EMPTY_TESTS"], "has no top-level asserts and no test_* functions"),
+        ("code", ["CODE", "--tests-file", "EMPTY_TESTS"], "has no tests that can run here"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, setup, args, message):
@@ -129,12 +130,12 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, setup, args, message):
 
 def test_tests_file_without_a_matching_test_is_a_user_error():
     with pytest.raises(UserError, match="no test in t.py mentions g"):
-        tests_from_file("assert f(1) == 1\n", "t.py", function="g")
+        tests_from_file("assert f(1) == 1\n", "t.py", Path("code.py"), function="g")
 
 
 def test_tests_file_rebinds_imports_of_the_code_module():
     source = "import mathy\nimport mathy as m\nfrom mathy import add_all as total, divide\nimport os\nHELPER = 3\nif __name__ == '__main__':\n    run()\nassert total([1]) == 2\n"
-    tests, setup = tests_from_file(source, "t.py", module_name="mathy")
+    tests, setup = tests_from_file(source, "t.py", Path("mathy.py"))
     assert tests == ["assert total([1]) == 2"]
     assert setup.splitlines() == [
         "mathy = __import__('types').SimpleNamespace(**globals())",
