@@ -231,6 +231,74 @@ class EgcfgServer(LanguageServer):
             return f"no completion: {self.model_error}"
         return f"no completion yet: {self.settings.model} is still loading"
 
+    def completion_target(self, uri: str, position: types.Position, loud: bool) -> tuple[Site, TestSuite]:
+        """The function at the cursor and its tests. When no completion can run (no model yet, no
+        function there), UserError with the reason, already in the status (and, if `loud`, shown)."""
+        try:
+            if not self.model:
+                raise UserError(self.model_not_ready())
+            return self.prepare(uri, position.line, position.character)
+        except UserError as error:
+            self.completion_refused(str(error), loud)
+            raise
+
+    async def inline_outcome(self, uri: str, position: types.Position,
+                             automatic: bool) -> tuple[Site, Outcome] | None:
+        """The completion to offer inline; None when there is none, or when a newer request or an
+        edit came in before it finished (never answer for a document that moved on)."""
+        if automatic and self.settings.trigger == "manual":
+            return None
+        generation = self.inline_generation[uri] = self.inline_generation.get(uri, 0) + 1
+        version = self.workspace.get_text_document(uri).version
+
+        def still_current() -> bool:
+            return (self.inline_generation.get(uri) == generation
+                    and self.workspace.get_text_document(uri).version == version)
+
+        if automatic and self.settings.debounce_ms:
+            await asyncio.sleep(self.settings.debounce_ms / 1000)
+        if not still_current():
+            return None
+        try:  # while the model loads, an inline request only gets a status, even when invoked
+            site, suite = self.completion_target(uri, position, loud=bool(self.model) and not automatic)
+        except UserError:
+            return None
+        outcome, _ = await self.complete(uri, version, position, site, suite, owner=f"inline:{uri}")
+        if outcome is None or not outcome.body or not still_current():
+            return None
+        self.completion_bodies[uri] = outcome.body
+        return site, outcome
+
+    async def complete_for_command(self, uri: str, position: types.Position) -> dict:
+        """The answer of egcfg.completeWithTests (docs/protocol.md): the run with cancellable progress."""
+        if uri not in self.workspace.text_documents:
+            return refused_answer(f"the document {uri} is not open")
+        try:
+            site, suite = self.completion_target(uri, position, loud=True)
+        except UserError as error:
+            return refused_answer(str(error))
+        version = self.workspace.get_text_document(uri).version
+        outcome, run_id = await self.complete_with_progress(uri, version, position, site, suite,
+                                                            owner=f"command:{uri}")
+        if outcome is None:
+            reason = "cancelled" if self.status.state != "error" else self.status.message
+            return refused_answer(reason, total=len(suite.cases))
+        self.completion_bodies[uri] = outcome.body
+        return command_answer(site, suite, outcome, run_id)
+
+    async def complete_with_progress(self, uri: str, version: int | None, position: types.Position, site: Site,
+                                     suite: TestSuite, owner: str) -> tuple[Outcome | None, str]:
+        """`complete` under work-done progress whose cancel button stops the run."""
+        token = await self.begin_progress(f"egcfg: {site.function.name}", f"{len(suite.cases)} tests",
+                                          cancellable=True)
+        cancel_watch = self.work_done_progress.tokens.get(token) if token else None
+        if cancel_watch is not None:  # the user pressed cancel on the progress
+            cancel_watch.add_done_callback(lambda f: f.cancelled() and self.gpu.cancel(owner=owner))
+        try:
+            return await self.complete(uri, version, position, site, suite, owner=owner, progress_token=token)
+        finally:
+            self.end_progress(token, "done")
+
     # --- tests, diagnostics ---------------------------------------------------------------------
     def schedule_tests(self, uri: str, delay: float) -> None:
         """Run the module's tests after `delay` seconds; a newer call (or edit) cancels this one."""
@@ -345,6 +413,20 @@ def command_args(args: tuple) -> dict:
     return dict(zip(keys, args))
 
 
+def refused_answer(reason: str, total: int = 0) -> dict:
+    """egcfg.completeWithTests's answer when the run could not happen or was cancelled."""
+    return {"code": "", "passed": 0, "total": total, "agent": "", "error": reason}
+
+
+def command_answer(site: Site, suite: TestSuite, outcome: Outcome, run_id: str) -> dict:
+    """egcfg.completeWithTests's answer: the body to put in place of `range`, and how it did."""
+    return {"code": outcome.body, "passed": outcome.passed, "total": outcome.total, "agent": outcome.agent,
+            "requestId": run_id, "status": outcome.status, "seconds": round(outcome.seconds, 3),
+            "range": {"start": {"line": site.insert_line, "character": 0},
+                      "end": {"line": site.function.end_line, "character": 0}},
+            "guided": bool(suite.cases), "note": suite.why_no_tests()}
+
+
 def build_server(backend: Any = None) -> EgcfgServer:  # noqa: C901 (one registration per feature)
     server = EgcfgServer(backend)
 
@@ -412,69 +494,20 @@ def build_server(backend: Any = None) -> EgcfgServer:  # noqa: C901 (one registr
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: EgcfgServer, params: types.InlineCompletionParams):
-        uri, position = params.text_document.uri, params.position
         automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
-        if automatic and ls.settings.trigger == "manual":
+        answer = await ls.inline_outcome(params.text_document.uri, params.position, automatic)
+        if answer is None:
             return None
-        generation = ls.inline_generation[uri] = ls.inline_generation.get(uri, 0) + 1
-        document = ls.workspace.get_text_document(uri)
-        version = document.version
-        if automatic and ls.settings.debounce_ms:
-            await asyncio.sleep(ls.settings.debounce_ms / 1000)
-        if ls.inline_generation.get(uri) != generation or document.version != version:
-            return None  # a newer request or an edit came in meanwhile
-        if not ls.model:
-            ls.completion_refused(ls.model_not_ready(), loud=False)
-            return None
-        try:
-            site, suite = ls.prepare(uri, position.line, position.character)
-        except UserError as error:
-            ls.completion_refused(str(error), loud=not automatic)
-            return None
-        outcome, _ = await ls.complete(uri, version, position, site, suite, owner=f"inline:{uri}")
-        current = ls.workspace.get_text_document(uri)
-        if outcome is None or not outcome.body or current.version != version or ls.inline_generation.get(uri) != generation:
-            return None  # never answer for a document that moved on
-        ls.completion_bodies[uri] = outcome.body
+        site, outcome = answer
         start = types.Position(line=site.insert_line, character=0)
         return types.InlineCompletionList(items=[types.InlineCompletionItem(
-            insert_text=outcome.body, range=types.Range(start=start, end=position))])
+            insert_text=outcome.body, range=types.Range(start=start, end=params.position))])
 
     @server.command(COMMAND_COMPLETE)
     async def complete_with_tests(ls: EgcfgServer, *args):
         request = command_args(args)
-        uri = request.get("uri", "")
         position = types.Position(line=int(request.get("line", 0)), character=int(request.get("character", 0)))
-        empty = {"code": "", "passed": 0, "total": 0, "agent": ""}
-        if uri not in ls.workspace.text_documents:
-            return {**empty, "error": f"the document {uri} is not open"}
-        if not ls.model:
-            reason = ls.model_not_ready()
-            ls.completion_refused(reason, loud=True)
-            return {**empty, "error": reason}
-        try:
-            site, suite = ls.prepare(uri, position.line, position.character)
-        except UserError as error:
-            ls.completion_refused(str(error), loud=True)
-            return {**empty, "error": str(error)}
-        version = ls.workspace.get_text_document(uri).version
-        token = await ls.begin_progress(f"egcfg: {site.function.name}", f"{len(suite.cases)} tests", cancellable=True)
-        cancel_watch = ls.work_done_progress.tokens.get(token) if token else None
-        if cancel_watch is not None:  # the user pressed cancel on the progress
-            cancel_watch.add_done_callback(lambda f: f.cancelled() and ls.gpu.cancel(owner=f"command:{uri}"))
-        try:
-            outcome, run_id = await ls.complete(uri, version, position, site, suite, owner=f"command:{uri}",
-                                                progress_token=token)
-        finally:
-            ls.end_progress(token, "done")
-        if outcome is None:
-            return {**empty, "total": len(suite.cases), "error": "cancelled" if ls.status.state != "error" else ls.status.message}
-        ls.completion_bodies[uri] = outcome.body
-        return {"code": outcome.body, "passed": outcome.passed, "total": outcome.total, "agent": outcome.agent,
-                "requestId": run_id, "status": outcome.status, "seconds": round(outcome.seconds, 3),
-                "range": {"start": {"line": site.insert_line, "character": 0},
-                          "end": {"line": site.function.end_line, "character": 0}},
-                "guided": bool(suite.cases), "note": suite.why_no_tests()}
+        return await ls.complete_for_command(request.get("uri", ""), position)
 
     @server.command(COMMAND_CANCEL)
     def cancel(ls: EgcfgServer, *args):
