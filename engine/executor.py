@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import queue
 import select
@@ -122,6 +123,7 @@ class Executor:
             self._pool.close()
             if isolation == "bubblewrap" or bwrap is None or isolation == "limits":
                 raise UserError(f"the sandbox could not start: {error}") from None
+            logging.getLogger("egcfg").warning("bubblewrap could not start (%s): running with limits only", error)
             self._pool = _Pool(count, limits, None, project_root)  # auto: fall back to limits only
             self._pool.start()
         self.isolation = self._pool.isolation
@@ -304,6 +306,19 @@ class _WorkerError(Exception):
     pass
 
 
+def _hidden_by_private_tmp(project_root: str | None) -> list[str]:
+    """Host folders the worker needs that the sandbox's private /tmp would hide: the project,
+    egcfg's own code and the Python running it, when they live under /tmp (a CI checkout, say)."""
+    engine_root = os.path.dirname(os.path.dirname(os.path.abspath(WORKER_SCRIPT)))
+    wanted = [project_root, engine_root, sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    inside = sorted({os.path.realpath(p) for p in wanted if p and os.path.realpath(p).startswith(SANDBOX_TMP + "/")}, key=len)
+    kept: list[str] = []
+    for path in inside:  # a parent already bound covers its children
+        if not any(path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
 class _Pool:
     def __init__(self, count: int, limits: Limits, bwrap: str | None, project_root: str | None):
         self.count, self.limits, self.bwrap, self.project_root = count, limits, bwrap, project_root
@@ -345,9 +360,7 @@ class _Pool:
 
     def worker_config(self, tmp: str) -> dict:
         root_drop = self.bwrap is None and _can_run_as_nobody(self.project_root)
-        keep = []
-        if self.bwrap and self.project_root and self.project_root.startswith(SANDBOX_TMP + "/"):
-            keep.append(self.project_root)
+        keep = _hidden_by_private_tmp(self.project_root) if self.bwrap else []
         return {
             "tmp": tmp,
             "keep": keep,
@@ -369,8 +382,8 @@ class _Pool:
                 config["nproc"] = self.limits.max_processes
             argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                     "--ro-bind", "/", "/", "--tmpfs", SANDBOX_TMP, "--dev", "/dev", "--proc", "/proc"]
-            if config["keep"]:
-                argv += ["--ro-bind", self.project_root, self.project_root]
+            for path in config["keep"]:  # what the private /tmp would hide (a checkout under /tmp)
+                argv += ["--ro-bind", path, path]
             argv += ["--clearenv", "--chdir", SANDBOX_TMP]
             for key, value in {**env, "HOME": SANDBOX_TMP, "TMPDIR": SANDBOX_TMP}.items():
                 argv += ["--setenv", key, value]

@@ -268,3 +268,15 @@ def test_stdlib_subclasses_compare_as_their_base(executor):
                "def c():\n    return Counter('aab')\ndef p():\n    return P(1, 2)\n")
     assert run_one(executor, "assert c() == {'a': 2, 'b': 1}", program=program).outcome == "pass"
     assert run_one(executor, "assert p() == (1, 2)", program=program).outcome == "pass"
+
+
+def test_folders_under_tmp_that_the_worker_needs_are_bound_into_the_sandbox(monkeypatch):
+    # A checkout (and its .venv) under /tmp would be hidden by the sandbox's private /tmp.
+    import engine.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "WORKER_SCRIPT", "/tmp/ci/main/engine/sandbox_worker.py")
+    monkeypatch.setattr(executor_module.sys, "prefix", "/tmp/ci/main/.venv")
+    kept = executor_module._hidden_by_private_tmp("/tmp/ci/main/src")
+    assert kept == ["/tmp/ci/main"]  # the parent covers the project and the venv
+    monkeypatch.setattr(executor_module, "WORKER_SCRIPT", "/opt/egcfg/engine/sandbox_worker.py")
+    assert executor_module._hidden_by_private_tmp("/tmp/elsewhere") == ["/tmp/elsewhere", "/tmp/ci/main/.venv"]
