@@ -362,7 +362,8 @@ class _Pool:
         root_drop = self.bwrap is None and _can_run_as_nobody(self.project_root)
         keep = _hidden_by_private_tmp(self.project_root) if self.bwrap else []
         return {
-            "tmp": tmp,
+            "tmp": tmp,  # wiped after every test (but for `keep`)
+            "cwd": os.path.join(tmp, "work") if self.bwrap else tmp,  # the candidate's working folder
             "keep": keep,
             "project_root": self.project_root,
             "tracer": TRACER_SCRIPT,

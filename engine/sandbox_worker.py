@@ -672,7 +672,10 @@ def _child(task, config, out_w, res_w, nonce, tracer_class) -> None:
         os.setuid(drop_uid)
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.chdir(config["tmp"])
+    # The candidate's own empty folder: the private /tmp may also hold mount points of host
+    # folders bound back in (a checkout under /tmp), which are none of its business.
+    os.makedirs(config["cwd"], exist_ok=True)
+    os.chdir(config["cwd"])
     signal.signal(signal.SIGUSR1, _on_soft_timeout)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.setrecursionlimit(1000)  # Python's default, as the candidate would get on its own

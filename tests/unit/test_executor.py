@@ -142,10 +142,14 @@ def test_memory_limit(executor):
 
 def test_private_scratch_directory_is_wiped_between_tests():
     with Executor(workers=1, limits=LIMITS) as ex:
-        program = "import os\ndef write():\n    open('scratch.txt', 'w').write('x')\n    return os.listdir('.')\n"
+        private_tmp = ex.isolation == "bubblewrap"  # under limits only, /tmp is the host's
+        left = "    open('/tmp/left.txt', 'w').write('x')\n" if private_tmp else ""
+        program = "import os\ndef write():\n    open('scratch.txt', 'w').write('x')\n" + left + "    return os.listdir('.')\n"
         first = run_one(ex, "assert write() == ['scratch.txt']", program=program)
-        second = run_one(ex, "assert sorted(__import__('os').listdir('.')) == []", program="")
-        assert first.outcome == "pass" and second.outcome == "pass"
+        second = run_one(ex, "assert __import__('os').listdir('.') == []", program="")
+        assert (first.outcome, second.outcome) == ("pass", "pass")
+        if private_tmp:
+            assert run_one(ex, "assert not __import__('os').path.exists('/tmp/left.txt')", program="").outcome == "pass"
 
 
 @pytest.fixture
