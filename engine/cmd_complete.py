@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.sources import read_source
 from engine.locate import FunctionSite, check_rest_parses, find_function
 from engine.testfile import TestCase, TestSuite, docstring_of, doctest_cases, module_names, tests_in_file
 
@@ -35,17 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _read(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not UTF-8 text") from None
-    except OSError as error:
-        raise UserError(f"cannot read {what} {path}: {error.strerror}") from None
-
-
 def collect_tests(args: argparse.Namespace, site: FunctionSite, path: Path) -> TestSuite:
     """The function's doctests, then each --test, then the cases of each --tests file that call it."""
     function = site.name
@@ -59,7 +49,7 @@ def collect_tests(args: argparse.Namespace, site: FunctionSite, path: Path) -> T
     modules = module_names(str(path))
     for name in args.tests:
         tests_path = Path(name)
-        found = tests_in_file(_read(tests_path, "test file"), str(tests_path), function, modules)
+        found = tests_in_file(read_source(tests_path), str(tests_path), function, modules)
         if not found.cases:
             raise UserError(f"{tests_path} has no tests that call {function}{_because(found.skipped)}")
         suite.files.append(str(tests_path))
@@ -144,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
     if not sep or not file_name or not function:
         raise UserError(f"expected FILE::FUNCTION, got {args.target!r}")
     path = Path(file_name)
-    site = find_function(_read(path, "file"), name=function)
+    site = find_function(read_source(path), name=function)
     check_rest_parses(site, str(path))
     suite = collect_tests(args, site, path)
     for reason in suite.skipped:

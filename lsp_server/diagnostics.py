@@ -177,7 +177,6 @@ def notes_for_function(span: FunctionSpan, records: Sequence[TestRecord], lines:
     """Information notes with each line's values per test, and an error note per failing test."""
     notes: list[Note] = []
     if values:
-        reached = any(r.calls for r in records)
         for line in range(span.def_line + 1, span.end_line + 1):
             text = lines[line] if line < len(lines) else ""
             if not text.strip() or text.strip().startswith("#"):

@@ -55,7 +55,7 @@ def test_json_answer_has_the_function_and_its_test_results(project, tiny_model_d
     (["geometry.py::hypotenuse", "--tests", "test_missing_import.py"], "the tests' imports fail"),
     (["geometry.py::hypotenuse"], "no tests given"),
     (["geometry.py::hypotenuse", "--test", "assert hypotenuse(3, 4) == 5", "--model", "no_tokenizer"], "tokenizer"),
-    (["missing.py::f", "--test", "assert f() == 1"], "does not exist"),
+    (["missing.py::f", "--test", "assert f() == 1"], "no such file"),
     (["geometry.py", "--test", "assert f() == 1"], "expected FILE::FUNCTION"),
 ])
 def test_bad_input_is_one_clear_sentence(project, args, message):
