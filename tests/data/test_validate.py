@@ -23,9 +23,9 @@ def run_validate(tasks, executor, split, trace=True):
     return validate(tasks, executor, split=split, trace=trace)
 
 
-def validate_with_default_timeout(tasks, split, trace):
+def validate_with_default_timeout(dataset, data_dir, split, trace):
     """As `egcfg bench validate` runs it: the default per-test limit, timeouts checked twice."""
-    return run_validation(tasks, split=split, trace=trace, workers=2)
+    return run_validation(load_tasks(dataset, data_dir), dataset=dataset, split=split, trace=trace, workers=2)
 
 
 def broken_by_task(report):
@@ -99,9 +99,9 @@ def test_cli_json_and_exit_code():
     for key in ["tasks", "tasks_passing", "tests", "tests_passing", "broken_tests", "seconds", "runs_per_second", "isolation", "traced"]:
         assert key in report
     assert (report["tasks"], report["tasks_passing"], report["tests"]) == (3, 3, 6)
-    # the default limit: BASE_TIMEOUT, times the tracing allowance, stretched by the machine's load
+    # the default limit: the data set's BASE_TIMEOUT stretched by the machine's load, plus the tracing allowance
     assert report["slowdown"] >= 1.0
-    assert report["timeout"] == pytest.approx(BASE_TIMEOUT * TRACE_ALLOWANCE * report["slowdown"], abs=0.01)
+    assert report["timeout"] == pytest.approx(BASE_TIMEOUT["humaneval"] * report["slowdown"] + TRACE_ALLOWANCE, abs=0.01)
     assert run.stderr == ""  # no progress bar when stderr is not a terminal
 
 
@@ -117,23 +117,23 @@ def test_cli_bad_input_is_one_line():
 
 @pytest.mark.data
 def test_mbpp_all_references_pass_traced(data_dir):
-    report = validate_with_default_timeout(load_tasks("mbpp", data_dir), "public", trace=True)
+    report = validate_with_default_timeout("mbpp", data_dir, "public", trace=True)
     assert (report["tasks"], report["tasks_passing"]) == (974, 974), report["broken_tests"][:5]
     assert (report["tests"], report["tests_passing"]) == (2922, 2922)
 
 
 @pytest.mark.data
 def test_mbpp_challenge_and_sanitized_pass(data_dir):
-    report = validate_with_default_timeout(load_tasks("mbpp", data_dir), "challenge", trace=True)
+    report = validate_with_default_timeout("mbpp", data_dir, "challenge", trace=True)
     assert (report["tasks"], report["tasks_passing"]) == (11, 11), report["broken_tests"]
     # 737, 787 and 794 assert the truthiness of a re.Match: the verdict must accept that
-    report = validate_with_default_timeout(load_tasks("mbpp-sanitized", data_dir), "public", trace=True)
+    report = validate_with_default_timeout("mbpp-sanitized", data_dir, "public", trace=True)
     assert (report["tasks"], report["tasks_passing"]) == (427, 427), report["broken_tests"][:5]
 
 
 @pytest.mark.data
 def test_humaneval_all_references_pass(data_dir):
-    report = validate_with_default_timeout(load_tasks("humaneval", data_dir), "eval", trace=True)
+    report = validate_with_default_timeout("humaneval", data_dir, "eval", trace=True)
     assert (report["tasks"], report["tasks_passing"]) == (164, 164), report["broken_tests"][:5]
 
 
@@ -150,7 +150,7 @@ def test_humaneval_docstring_examples_mostly_hold(data_dir, executor):
 @pytest.mark.timeout(1800)  # 17,628 runs: about 4 minutes on 2 busy cores
 def test_humaneval_et_broken_tests_are_exactly_the_known_ones(data_dir):
     """Untraced (tracing makes deep recursion 30x slower, and the question here is about the data)."""
-    report = validate_with_default_timeout(load_tasks("humaneval-et", data_dir), "et", trace=False)
+    report = validate_with_default_timeout("humaneval-et", data_dir, "et", trace=True)  # the default command
     broken = broken_by_task(report)
     assert set(broken) == {2, 38, 39, 44, 50, 53, 63, 151}, broken
     assert broken[2] == 86
@@ -167,7 +167,7 @@ def test_humaneval_et_broken_tests_are_exactly_the_known_ones(data_dir):
 @pytest.mark.data
 @pytest.mark.timeout(1800)  # 40,494 runs
 def test_mbpp_et_broken_tasks_include_the_known_ones(data_dir):
-    report = validate_with_default_timeout(load_tasks("mbpp-et", data_dir), "et", trace=False)
+    report = validate_with_default_timeout("mbpp-et", data_dir, "et", trace=False)
     assert report["tasks"] == 397
     assert report["tasks_passing"] == 381
     known = {160, 427, 593, 83, 88, 75, 99, 117, 438, 444, 757, 123}
