@@ -47,6 +47,9 @@ __all__ = ["Tracer", "bounded_repr", "type_name"]
 
 # Code objects that are not traced as frames of their own: their line is the enclosing line, and
 # 3.12 inlines comprehensions anyway, so skipping them keeps both interpreters' traces alike.
+# Past this much wall time the tracer detaches (see the module docstring); bench validate adds it
+# to its per-test limit when tracing.
+MAX_SECONDS = 1.0
 _SKIPPED_CODE_NAMES = frozenset({"<lambda>", "<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
 _GENERATOR_FLAGS = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
 _VARARGS, _VARKEYWORDS = 0x04, 0x08
@@ -420,7 +423,7 @@ class Tracer:
     the thread that runs the test, then call ``result()``."""
 
     def __init__(self, files: dict[str, str], *, max_events: int = 2000, head_iterations: int = 3,
-                 max_seconds: float = 1.0):
+                 max_seconds: float = MAX_SECONDS):
         self.files = dict(files)
         self.max_seconds = max_seconds
         self._deadline = float("inf")

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from engine.datasets import NAMES, Task, load_tasks, select_tasks
 from engine.errors import UserError
+from engine.tracer import MAX_SECONDS as TRACER_MAX_SECONDS
 
 # Default per-test limit, in seconds of CPU on an otherwise idle core. Measured with the references
 # of HumanEval-ET: the slowest test a reference passes in time is HumanEval/55's recursive fib(35)
@@ -24,8 +25,8 @@ from engine.errors import UserError
 # MBPP's own references need more (MBPP/123: 2.4 s), and DATA.md flags no MBPP test as slow, so
 # plain and sanitized MBPP get 5 s; MBPP-ET keeps 1.7 s, where DATA.md lists 123 as timing out.
 BASE_TIMEOUT = {"mbpp": 5.0, "mbpp-sanitized": 5.0, "mbpp-et": 1.7, "humaneval": 1.7, "humaneval-et": 1.7}
-# The tracer detaches after 1 s of wall time (engine/tracer.py), so tracing adds at most that.
-TRACE_ALLOWANCE = 1.0
+# The tracer detaches after MAX_SECONDS of wall time, so tracing adds at most that.
+TRACE_ALLOWANCE = TRACER_MAX_SECONDS
 
 # Which tests a data set's references are checked against, unless --split says otherwise.
 DEFAULT_SPLIT = {"mbpp": "public", "mbpp-sanitized": "public", "humaneval": "eval", "humaneval-et": "et", "mbpp-et": "et"}
