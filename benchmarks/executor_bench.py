@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.executor import Executor, Job, Limits  # noqa: E402
+from engine.execution.executor import Executor, Job, Limits  # noqa: E402
 
 
 def load_jobs(data: Path, count: int, traced: bool, exclude: set[int] = frozenset()) -> list[Job]:

@@ -41,7 +41,7 @@ def percentile(values, q):
 
 
 async def main(args) -> dict:
-    from engine.tiny import build_tiny_model
+    from engine.generation.tiny import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="egcfg-lsp-bench-"))
     model = build_tiny_model(work / "tiny", arch="llama", seed=0)

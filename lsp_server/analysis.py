@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from engine.testfile import TestSuite
+from engine.project.testfile import TestSuite
 
 from lsp_server.diagnostics import (
     FunctionSpan, Note, TestRecord, fold_all, functions_in, notes_for_function, syntax_note,

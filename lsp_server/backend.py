@@ -36,7 +36,7 @@ class EngineBackend:
     # --- model ----------------------------------------------------------------------------------
     def load(self, settings: Settings) -> ModelInfo:
         """Blocking; raises engine.errors.UserError with one sentence when the model cannot load."""
-        from engine.models import describe, load_model
+        from engine.generation.models import describe, load_model
 
         self._model = None
         model = load_model(settings.model, device=settings.device, quantization=settings.quantization)
@@ -45,7 +45,7 @@ class EngineBackend:
 
     # --- sandbox --------------------------------------------------------------------------------
     def executor(self, settings: Settings, project_root: str | None):
-        from engine.executor import Executor, Limits
+        from engine.execution.executor import Executor, Limits
 
         key = settings.sandbox_key() + (project_root,)
         with self._lock:
@@ -60,16 +60,16 @@ class EngineBackend:
 
     def run_tests(self, settings: Settings, project_root: str | None, jobs: Sequence[tuple[str, Sequence[str], str]]) -> list:
         """[(program, tests, setup)] -> [JobResult], all traced, all tests in parallel."""
-        from engine.executor import Job
+        from engine.execution.executor import Job
 
         executor = self.executor(settings, project_root)
         return executor.map([Job(program=p, tests=tuple(t), setup=s, trace=True) for p, t, s in jobs])
 
     # --- completion -----------------------------------------------------------------------------
     def complete(self, settings: Settings, project_root: str | None, task_fields: dict, cancel) -> Iterator[Any]:
-        """The engine's event stream for one completion (see engine/events.py)."""
-        from engine.agents import run_completion
-        from engine.events import CompletionTask
+        """The engine's event stream for one completion (see engine/generation/events.py)."""
+        from engine.generation.agents import run_completion
+        from engine.generation.events import CompletionTask
 
         if self._model is None:
             raise RuntimeError("the model is not loaded")

@@ -8,6 +8,8 @@ import os
 import sys
 import threading
 
+HELP = "start the language server (stdio by default)"  # `egcfg --help` (registered in pyproject)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from engine.errors import UserError
-from engine.locate import FunctionSite, find_function
-from engine.testfile import TestSuite, docstring_of
+from engine.project.locate import FunctionSite, find_function
+from engine.project.testfile import TestSuite, docstring_of
 
-from engine.events import CancelToken
+from engine.generation.events import CancelToken
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _in_signature(text: str, function: FunctionSite, line: int) -> bool:
 
 
 def task_fields(site: Site, suite: TestSuite) -> dict:
-    """Keyword arguments of engine.events.CompletionTask."""
+    """Keyword arguments of engine.generation.events.CompletionTask."""
     return {
         "function_name": site.function.name,
         "source_before": site.function.source_before,

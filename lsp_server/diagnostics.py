@@ -10,7 +10,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from engine.testfile import TestCase
+from engine.project.testfile import TestCase
 
 MAX_MESSAGE = 400     # characters in one diagnostic's message
 MAX_VALUES = 4        # distinct values of a variable shown per line and test (first ones + the last)

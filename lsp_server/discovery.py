@@ -3,7 +3,7 @@
 Where tests come from, in order: the function's own doctests; test files found by name next to
 the module or under a `tests/` folder in any folder up to the workspace root (`test_<module>.py`,
 `<module>_test.py`); files named by a `# egcfg: tests=PATH` comment in the module; files matching
-the configured glob patterns. Turning a file's text into test cases is engine.testfile's job.
+the configured glob patterns. Turning a file's text into test cases is engine.project.testfile's job.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from engine.errors import UserError
-from engine.testfile import TestSuite, doctest_cases, module_names, tests_in_file
+from engine.project.testfile import TestSuite, doctest_cases, module_names, tests_in_file
 
 Reader = Callable[[str], "str | None"]  # path -> text (the open document's, or the file's), None if unreadable
 

@@ -21,8 +21,8 @@ from pygls.uris import to_fs_path
 
 from engine import __version__
 from engine.errors import UserError
-from engine.locate import check_rest_parses
-from engine.testfile import TestSuite
+from engine.project.locate import check_rest_parses
+from engine.project.testfile import TestSuite
 
 from lsp_server.analysis import Analysis, analyse, file_stamp
 from lsp_server.backend import ModelInfo, make_backend

@@ -8,13 +8,13 @@ import torch
 torch.set_num_threads(1)  # 2 shared cores: torch's thread pool makes tiny-model tests far slower
 
 
-# --- tiny model (engine/tiny.py) ---------------------------------------------------------------
+# --- tiny model (engine/generation/tiny.py) ---------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random-weight llama + byte-level BPE tokenizer (with a ChatML chat template), built once
-    per test session; load it with `engine.models.load_model(str(tiny_model_dir))`."""
-    from engine.tiny import build_tiny_model
+    per test session; load it with `engine.generation.models.load_model(str(tiny_model_dir))`."""
+    from engine.generation.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama", seed=0)
 
@@ -39,7 +39,7 @@ def data_dir():
 @pytest.fixture(scope="session")
 def executor():
     """One sandboxed executor shared by the session (2 workers: the machine has 2 cores)."""
-    from engine.executor import Executor
+    from engine.execution.executor import Executor
 
     with Executor(workers=2) as shared:
         yield shared

@@ -133,7 +133,7 @@ function makeWorkspace(root) {
   const model = process.env.EGCFG_E2E_MODEL || join(root, "tiny-model");
   if (!process.env.EGCFG_E2E_MODEL) {
     log("building a tiny model");
-    run(python, ["-m", "engine.cli", "dev", "tiny-model", model], { cwd: repo, env: { ...process.env, HF_HUB_OFFLINE: "1" } });
+    run(python, ["-m", "engine.cli.main", "dev", "tiny-model", model], { cwd: repo, env: { ...process.env, HF_HUB_OFFLINE: "1" } });
   }
   const workspace = join(root, "workspace");
   mkdirSync(join(workspace, ".vscode"), { recursive: true });

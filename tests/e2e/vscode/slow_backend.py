@@ -48,7 +48,7 @@ class SlowEngineBackend(EngineBackend):
 
     def _scripted(self, settings, project_root, task_fields, lines: list[str], cancel) -> Iterator[Any]:
         """The engine's events for a body written as `lines`, judged by the real sandbox."""
-        from engine.events import AgentFinished, Finished, LineCommitted
+        from engine.generation.events import AgentFinished, Finished, LineCommitted
 
         agent = "scripted/greedy"
         started = time.monotonic()

@@ -1,0 +1,738 @@
+"""Run candidate programs against tests, in parallel, in a sandbox.
+
+A pool of worker processes (one per core), each a fork server (engine/execution/sandbox/worker.py) inside
+its own bubblewrap sandbox: no network, a read-only view of the host, a private /tmp, and no
+capabilities (``--cap-drop ALL`` matters: run as root, bwrap otherwise leaves the sandbox every
+capability in its user namespace, enough to remount the read-only host view read-write). Each test
+runs in a fresh process in a fresh PID namespace (killing its PID 1 kills every daemon it left),
+under rlimits (address space, CPU, file size, open files) and a per-worker cgroup (processes,
+memory, one core) when the machine offers one. Without bubblewrap the same workers run on the
+host under limits only (``isolation == "limits"``): no file-system or network isolation, and
+without a PID namespace (``pid_namespace == "none"``) a candidate's ``kill(-1)`` reaches the
+user's other processes.
+
+Verdicts are decided here, from plain data, by engine/execution/verdict.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from engine.execution import verdict
+from engine.errors import UserError
+from engine.execution.trace import Trace
+
+SANDBOX_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox")  # what runs inside
+WORKER_SCRIPT = os.path.join(SANDBOX_DIR, "worker.py")
+TRACER_SCRIPT = os.path.join(SANDBOX_DIR, "tracer.py")
+SANDBOX_TMP = "/tmp"
+NOBODY = 65534
+STARTUP_SECONDS = 30.0
+REPLY_MARGIN = 15.0  # seconds past a test's limit before the host gives up on a worker
+_instance_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class Limits:
+    test_seconds: float = 5.0  # wall clock per test
+    job_seconds: float = 60.0  # wall clock for all tests of one job
+    memory_mb: int = 1024  # address space per test process
+    max_processes: int = 64  # processes per worker (pids cgroup, else RLIMIT_NPROC)
+    output_keep: int = 4096  # bytes of stdout+stderr kept per test
+    output_kill: int = 1 << 22  # past this much output the test is killed
+    file_size_mb: int = 16
+
+
+@dataclass(frozen=True)
+class Job:
+    program: str  # module source: imports, helpers, the function(s)
+    tests: tuple[str, ...]  # each an `assert ...` statement or a block of statements
+    setup: str = ""  # run after the program, before each test
+    trace: bool = True
+
+
+@dataclass
+class TestResult:
+    __test__ = False  # not a pytest test class
+
+    test: str
+    outcome: str  # "pass" | "fail" | "error" | "timeout"
+    message: str
+    trace: Trace | None
+    output: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class JobResult:
+    tests: list[TestResult]
+    isolation: str
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for t in self.tests if t.outcome == "pass")
+
+    @property
+    def total(self) -> int:
+        return len(self.tests)
+
+    @property
+    def all_passed(self) -> bool:
+        return self.passed == self.total
+
+
+class Executor:
+    """Thread-safe pool of sandboxed fork-server workers. Use as a context manager, or close()."""
+
+    def __init__(self, *, workers: int | None = None, limits: Limits = Limits(), isolation: str = "auto",
+                 project_root: str | None = None):
+        if isolation not in ("auto", "bubblewrap", "limits"):
+            raise UserError(f"unknown isolation {isolation!r}: use auto, bubblewrap or limits")
+        if project_root is not None:
+            project_root = os.path.realpath(project_root)
+            if not os.path.isdir(project_root):
+                raise UserError(f"the project root {project_root} is not a folder")
+        count = workers if workers is not None else (os.cpu_count() or 1)
+        if count < 1:
+            raise UserError("the executor needs at least one worker")
+        self.limits = limits
+        self.project_root = project_root
+        bwrap = shutil.which("bwrap")
+        if isolation == "bubblewrap" and bwrap is None:
+            raise UserError("bubblewrap (bwrap) is not installed; install it or use isolation='limits'")
+        self._pool = _Pool(count, limits, bwrap if isolation != "limits" else None, project_root)
+        try:
+            self._pool.start()
+        except _WorkerError as error:
+            self._pool.close()
+            if isolation == "bubblewrap" or bwrap is None or isolation == "limits":
+                raise UserError(f"the sandbox could not start: {error}") from None
+            logging.getLogger("egcfg").warning("bubblewrap could not start (%s): running with limits only", error)
+            self._pool = _Pool(count, limits, None, project_root)  # auto: fall back to limits only
+            self._pool.start()
+        self.isolation = self._pool.isolation
+        # Who the candidate runs as: under bubblewrap root is mapped into a user namespace without
+        # capabilities; under limits only, root switches to "nobody" when it can (see _can_run_as_nobody).
+        self.run_as = "nobody" if self._pool.worker_config("")["drop_uid"] is not None else (
+            "namespace root" if self.isolation == "bubblewrap" and os.geteuid() == 0 else "current user")
+        self.process_cap = self._pool.process_cap
+        self.pid_namespace = self._pool.namespace
+        self.tracer_error = self._pool.slots[0].tracer_error  # "" when traces are available
+        self._finalizer = weakref.finalize(self, self._pool.close)
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the workers and everything they ran have used (cgroup accounting), or None."""
+        used = [slot.cgroup.cpu_seconds() for slot in self._pool.slots]
+        return None if any(u is None for u in used) else sum(used)
+
+    def run(self, job: Job) -> JobResult:
+        return self.map([job])[0]
+
+    def map(self, jobs: Sequence[Job]) -> list[JobResult]:
+        """All tests of all jobs, spread over the workers; results in order."""
+        if not self._finalizer.alive:
+            raise RuntimeError("the executor is closed")
+        states = [_JobState(job, self.limits) for job in jobs]
+        for state in states:
+            for index, plan in enumerate(state.plans):
+                if plan.error:
+                    state.complete(index, TestResult(plan.test, "error", plan.error, None))
+                else:
+                    self._pool.submit(_Task(state, index))
+        for state in states:
+            state.done.wait()
+        return [JobResult(state.results, self.isolation) for state in states]
+
+
+def _readable_by_others(path: str) -> bool:
+    """Whether a user with no special rights can read ``path`` (every folder on the way searchable)."""
+    parts = os.path.realpath(path).rstrip("/").split("/")
+    try:
+        for depth in range(1, len(parts) + 1):
+            folder = "/".join(parts[:depth]) or "/"
+            mode = os.stat(folder).st_mode
+            needed = 0o005 if depth == len(parts) else 0o001
+            if mode & needed != needed:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _can_run_as_nobody(project_root: str | None) -> bool:
+    """Under limits only, root runs candidates as 'nobody' when that user can still read the
+    Python installation and the project (otherwise imports would fail) ."""
+    needed = [os.path.dirname(os.__file__), os.path.realpath(sys.executable)] + ([project_root] if project_root else [])
+    return os.geteuid() == 0 and all(_readable_by_others(p) for p in needed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs and tasks
+# ---------------------------------------------------------------------------------------------
+
+
+class _JobState:
+    def __init__(self, job: Job, limits: Limits):
+        if isinstance(job.tests, str):
+            raise UserError("Job.tests must be a sequence of test strings, not one string")
+        self.job, self.limits = job, limits
+        shadowed = verdict.top_level_names(job.program) | verdict.top_level_names(job.setup)
+        self.plans = [verdict.plan_test(test, shadowed) for test in job.tests]
+        self.results: list[TestResult | None] = [None] * len(self.plans)
+        self.remaining = len(self.plans)
+        self.deadline: float | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        if not self.plans:
+            self.done.set()
+
+    def time_left(self) -> float:
+        """Seconds this job may still use; its clock starts when its first test starts."""
+        with self.lock:
+            now = time.monotonic()
+            if self.deadline is None:
+                self.deadline = now + self.limits.job_seconds
+            return self.deadline - now
+
+    def complete(self, index: int, result: TestResult) -> None:
+        with self.lock:
+            self.results[index] = result
+            self.remaining -= 1
+            if self.remaining == 0:
+                self.done.set()
+
+
+@dataclass
+class _Task:
+    state: _JobState
+    index: int
+
+    def message(self, timeout: float) -> dict:
+        plan, job = self.state.plans[self.index], self.state.job
+        message = {"program": job.program, "setup": job.setup, "kind": plan.kind, "trace": bool(job.trace),
+                   "timeout": timeout}
+        if plan.kind == "block":
+            message["test"] = plan.test
+        else:
+            message["leaves"] = [[leaf.source, leaf.line, leaf.iterate, leaf.truth] for leaf in plan.leaves]
+        return message
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:g}" if seconds >= 1 else f"{seconds:.2g}"
+
+
+def _signal_name(number) -> str:
+    try:
+        return signal.Signals(number).name
+    except (ValueError, TypeError):
+        return f"signal {number}"
+
+
+def to_test_result(plan: verdict.Plan, report: dict, timeout: float, limits: Limits) -> TestResult:
+    """The worker's report for one test -> a TestResult (the verdict is decided here)."""
+    status = report.get("status")
+    result = report.get("result") if isinstance(report.get("result"), dict) else None
+    trace = None
+    if result and isinstance(result.get("trace_json"), str):
+        try:
+            trace = Trace.from_dict(json.loads(result["trace_json"]))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+            trace = None
+    output = report.get("output") if isinstance(report.get("output"), str) else ""
+    seconds = float(report.get("seconds") or 0.0)
+    outcome, message = _judge(plan, status, result, report, timeout, limits)
+    return TestResult(plan.test, outcome, message, trace, output[: limits.output_keep], seconds)
+
+
+def _judge(plan, status, result, report, timeout, limits) -> tuple[str, str]:
+    if status == "timeout":
+        return "timeout", f"timed out after {_format_seconds(timeout)} s"
+    if status == "output_limit":
+        return "error", f"printed more than {limits.output_kill} bytes of output"
+    if status == "bad_result":
+        return "error", str(report.get("detail") or "malformed result")[:200]
+    if status == "crash":
+        number = report.get("signal")
+        if number == signal.SIGKILL:
+            return "error", "killed (SIGKILL: out of memory?)"
+        if number == signal.SIGXCPU:
+            return "error", "CPU time limit exceeded"
+        detail = report.get("detail")
+        return "error", f"crashed with {_signal_name(number)}" if number else str(detail or "crashed")
+    if status != "result" or result is None:
+        return "error", "exited without a result (os._exit/sys.exit?)"
+    if result.get("error"):
+        return "error", verdict.describe_error(result["error"])
+    if plan.kind == "block":
+        return verdict.judge_block(result)
+    leaves = result.get("leaves")
+    if not isinstance(leaves, list):
+        return "error", "malformed result"
+    return verdict.judge_assert(plan, leaves)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pool
+# ---------------------------------------------------------------------------------------------
+
+
+class _WorkerError(Exception):
+    pass
+
+
+def _hidden_by_private_tmp(project_root: str | None) -> list[str]:
+    """Host folders the worker needs that the sandbox's private /tmp would hide: the project,
+    egcfg's own code and the Python running it, when they live under /tmp (a CI checkout, say)."""
+    # The folder that holds the `engine` package: WORKER_SCRIPT is engine/execution/sandbox/worker.py.
+    engine_root = os.path.abspath(os.path.join(os.path.dirname(WORKER_SCRIPT), "..", "..", ".."))
+    wanted = [project_root, engine_root, sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    inside = sorted({os.path.realpath(p) for p in wanted if p and os.path.realpath(p).startswith(SANDBOX_TMP + "/")}, key=len)
+    kept: list[str] = []
+    for path in inside:  # a parent already bound covers its children
+        if not any(path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
+class _Pool:
+    def __init__(self, count: int, limits: Limits, bwrap: str | None, project_root: str | None):
+        self.count, self.limits, self.bwrap, self.project_root = count, limits, bwrap, project_root
+        self.isolation = "bubblewrap" if bwrap else "limits"
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.slots: list[_Slot] = []
+        self.threads: list[threading.Thread] = []
+        self.closed = False
+        self.process_cap = "none"
+        self.namespace = "none"
+        self.host_tmp: list[str] = []
+
+    def start(self) -> None:
+        instance = f"egcfg-{os.getpid()}-{next(_instance_ids)}"
+        _remove_stale_cgroups()
+        for number in range(self.count):
+            cgroup = _Cgroup(f"{instance}-{number}", self.limits)
+            self.slots.append(_Slot(self, number, cgroup))
+        for slot in self.slots:
+            slot.launch()
+        for slot in self.slots:
+            slot.await_hello()
+        first = self.slots[0]
+        first.cgroup.confirm_joined()
+        self.namespace = first.namespace
+        self.process_cap = self._describe_process_cap(first)
+        for slot in self.slots:
+            thread = threading.Thread(target=slot.serve, name=f"egcfg-executor-{slot.number}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _describe_process_cap(self, slot: "_Slot") -> str:
+        if slot.cgroup.pids:
+            return f"pids cgroup ({slot.cgroup.version}): {self.limits.max_processes} processes per worker"
+        nproc_enforced = (self.bwrap is None and os.geteuid() == 0) or os.geteuid() != 0
+        if nproc_enforced:
+            return f"RLIMIT_NPROC: {self.limits.max_processes}"
+        return "none (root without a pids cgroup): the time limit bounds fork bombs"
+
+    def worker_config(self, tmp: str) -> dict:
+        root_drop = self.bwrap is None and _can_run_as_nobody(self.project_root)
+        keep = _hidden_by_private_tmp(self.project_root) if self.bwrap else []
+        return {
+            "tmp": tmp,  # wiped after every test (but for `keep`)
+            "cwd": os.path.join(tmp, "work") if self.bwrap else tmp,  # the candidate's working folder
+            "keep": keep,
+            "project_root": self.project_root,
+            "tracer": TRACER_SCRIPT,
+            "limits": asdict(self.limits),
+            "drop_uid": NOBODY if root_drop else None,
+            "nproc": None,
+        }
+
+    def command(self, slot: "_Slot") -> tuple[list[str], dict, str | None]:
+        """argv, environment and cwd that start one worker."""
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        python = [sys.executable, "-s", "-P", WORKER_SCRIPT]
+        if self.bwrap:
+            config = self.worker_config(SANDBOX_TMP)
+            if not slot.cgroup.pids:
+                config["nproc"] = self.limits.max_processes
+            argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+                    "--ro-bind", "/", "/", "--tmpfs", SANDBOX_TMP, "--dev", "/dev", "--proc", "/proc"]
+            for path in config["keep"]:  # what the private /tmp would hide (a checkout under /tmp)
+                argv += ["--ro-bind", path, path]
+            argv += ["--clearenv", "--chdir", SANDBOX_TMP]
+            for key, value in {**env, "HOME": SANDBOX_TMP, "TMPDIR": SANDBOX_TMP}.items():
+                argv += ["--setenv", key, value]
+            argv += python + [json.dumps(config)]
+            cwd = None
+        else:
+            tmp = tempfile.mkdtemp(prefix="egcfg-sandbox-")
+            self.host_tmp.append(tmp)
+            config = self.worker_config(tmp)
+            if config["drop_uid"] is not None:
+                os.chown(tmp, NOBODY, NOBODY)
+            if not slot.cgroup.pids:
+                config["nproc"] = self.limits.max_processes
+            env.update(HOME=tmp, TMPDIR=tmp)
+            argv = python + [json.dumps(config)]
+            cwd = tmp
+        env["EGCFG_CGROUP_PROCS"] = " ".join(slot.cgroup.procs_files)
+        # Join the cgroups before exec, so every process of the sandbox is counted.
+        wrapper = ["/bin/sh", "-c", 'for f in $EGCFG_CGROUP_PROCS; do echo $$ 2>/dev/null > "$f"; done; exec "$@"', "sh"]
+        return wrapper + argv, env, cwd
+
+    def submit(self, task: _Task) -> None:
+        if self.closed:
+            raise RuntimeError("the executor is closed")
+        self.tasks.put(task)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for _ in self.slots:
+            self.tasks.put(None)
+        for slot in self.slots:
+            slot.stop()
+        for slot in self.slots:
+            slot.cgroup.remove()
+        for tmp in self.host_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        # Tasks still queued (close during map): complete them so no caller waits forever.
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                plan = task.state.plans[task.index]
+                task.state.complete(task.index, TestResult(plan.test, "error", "the executor was closed", None))
+
+
+class _Slot:
+    """One worker process and the thread that feeds it."""
+
+    def __init__(self, pool: _Pool, number: int, cgroup: "_Cgroup"):
+        self.pool, self.number, self.cgroup = pool, number, cgroup
+        self.process: subprocess.Popen | None = None
+        self.buffer = bytearray()
+        self.namespace = "none"
+        self.tracer_error = ""
+        self.lock = threading.Lock()
+        self.next_id = itertools.count()
+
+    def launch(self) -> None:
+        argv, env, cwd = self.pool.command(self)
+        self.buffer = bytearray()
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
+
+    def await_hello(self) -> None:
+        hello = self.read_reply(time.monotonic() + STARTUP_SECONDS)
+        if not hello or not hello.get("hello"):
+            code = self.process.poll() if self.process else None
+            self.kill()
+            raise _WorkerError(f"the worker did not start (exit status {code})")
+        self.namespace = hello.get("namespace", "none")
+        self.tracer_error = "" if hello.get("tracer") else str(hello.get("tracer_error") or "tracer not available")
+
+    def ensure_running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.kill()
+            self.cgroup.kill_all()
+            self.launch()
+            self.await_hello()
+
+    def serve(self) -> None:
+        while True:
+            task = self.pool.tasks.get()
+            if task is None or self.pool.closed:
+                if task is not None:
+                    plan = task.state.plans[task.index]
+                    task.state.complete(task.index, TestResult(plan.test, "error", "the executor was closed", None))
+                return
+            try:
+                result = self.execute(task)
+            except Exception as error:  # noqa: BLE001 - never leave a caller waiting
+                plan = task.state.plans[task.index]
+                result = TestResult(plan.test, "error", f"executor failure: {type(error).__name__}: {error}", None)
+            task.state.complete(task.index, result)
+
+    def execute(self, task: _Task) -> TestResult:
+        plan, limits = task.state.plans[task.index], self.pool.limits
+        left = task.state.time_left()
+        if left <= 0:
+            return TestResult(plan.test, "timeout",
+                              f"job time limit of {_format_seconds(limits.job_seconds)} s reached", None)
+        timeout = min(limits.test_seconds, left)
+        message = task.message(timeout)
+        for attempt in range(2):
+            try:
+                with self.lock:
+                    self.ensure_running()
+                    message["id"] = next(self.next_id)
+                    self.send(message)
+            except (OSError, _WorkerError):
+                self.kill()
+                if attempt == 0:
+                    continue  # the worker was already gone; the task never reached it
+                return TestResult(plan.test, "error", "the sandbox worker could not be started", None)
+            break
+        reply = self.read_reply(time.monotonic() + timeout + REPLY_MARGIN)
+        if reply is None or reply.get("id") != message["id"]:
+            self.kill()
+            return TestResult(plan.test, "error", "the sandbox worker died", None)
+        return to_test_result(plan, reply, timeout, limits)
+
+    def send(self, message: dict) -> None:
+        body = json.dumps(message).encode()
+        self.process.stdin.write(struct.pack(">I", len(body)) + body)
+        self.process.stdin.flush()
+
+    def read_reply(self, deadline: float) -> dict | None:
+        """One frame from the worker, or None if it died or missed the deadline."""
+        if self.process is None:
+            return None
+        fd = self.process.stdout.fileno()
+        while True:
+            if len(self.buffer) >= 4:
+                size = struct.unpack(">I", self.buffer[:4])[0]
+                if size > 256 << 20:
+                    return None
+                if len(self.buffer) >= 4 + size:
+                    body = bytes(self.buffer[4 : 4 + size])
+                    del self.buffer[: 4 + size]
+                    try:
+                        reply = json.loads(body)
+                    except ValueError:
+                        return None
+                    return reply if isinstance(reply, dict) else None
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def kill(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # bwrap and everything below it
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            process.kill()
+        except OSError:
+            pass
+        for stream in (process.stdin, process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop(self) -> None:
+        self.kill()
+        self.cgroup.kill_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# cgroups: processes, memory and CPU per worker
+# ---------------------------------------------------------------------------------------------
+
+
+class _Cgroup:
+    """Per-worker cgroups (v1 pids/memory/cpu, or one v2 group), when this machine lets us."""
+
+    def __init__(self, name: str, limits: Limits):
+        self.dirs: list[str] = []
+        self.procs_files: list[str] = []
+        self.pids = False
+        self.version = ""
+        self.cpu_usage_file = ""
+        memory = (limits.memory_mb + 256) << 20
+        settings = {
+            "pids": {"pids.max": str(limits.max_processes)},
+            "memory": {"memory.limit_in_bytes": str(memory)},
+            "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"},  # one core
+            "cpuacct": {},  # accounting only (benchmarks report CPU seconds per run)
+        }
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            self._make_v2(name, limits, memory)
+        else:
+            for controller, files in settings.items():
+                self._make_v1(controller, name, files)
+
+    @staticmethod
+    def probe_dirs() -> list[str]:
+        """Where this process would create its cgroups (a placeholder name under each parent)."""
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            return [os.path.join("/sys/fs/cgroup", _own_cgroup("").lstrip("/"), "x")]
+        found = []
+        for controller in ("pids", "memory", "cpu", "cpuacct"):
+            base = _v1_mount(controller)
+            if base is not None:
+                found.append(os.path.join(base, _own_cgroup(controller).lstrip("/"), "x"))
+        return found
+
+    def _make_v1(self, controller: str, name: str, files: dict) -> None:
+        base = _v1_mount(controller)
+        if base is None:
+            return
+        path = os.path.join(base, _own_cgroup(controller).lstrip("/"), name)
+        if not self._create(path, files):
+            return
+        if controller == "pids":
+            self.pids, self.version = True, "v1"
+        if controller == "cpuacct":
+            self.cpu_usage_file = os.path.join(path, "cpuacct.usage")
+
+    def _make_v2(self, name: str, limits: Limits, memory: int) -> None:
+        path = os.path.join("/sys/fs/cgroup", _own_cgroup("").lstrip("/"), name)
+        files = {"pids.max": str(limits.max_processes), "memory.max": str(memory), "cpu.max": "100000 100000"}
+        if self._create(path, files, required=("pids.max",)):
+            self.pids, self.version = True, "v2"
+
+    def _create(self, path: str, files: dict, required=None) -> bool:
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        except OSError:
+            return False
+        for filename, value in files.items():
+            try:
+                with open(os.path.join(path, filename), "w") as handle:
+                    handle.write(value)
+            except OSError:
+                if required is None or filename in required:
+                    _rmdir(path)
+                    return False
+        self.dirs.append(path)
+        self.procs_files.append(os.path.join(path, "cgroup.procs"))
+        return True
+
+    def confirm_joined(self) -> None:
+        """If the worker did not land in its pids cgroup, do not claim that cap."""
+        for procs in self.procs_files:
+            if "pids" in procs or self.version == "v2":
+                try:
+                    with open(procs) as handle:
+                        self.pids = self.pids and bool(handle.read().split())
+                except OSError:
+                    self.pids = False
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by this worker's processes so far (None where not accounted)."""
+        try:
+            with open(self.cpu_usage_file) as handle:
+                return int(handle.read()) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    def kill_all(self) -> None:
+        for procs in self.procs_files:
+            for _ in range(3):
+                try:
+                    with open(procs) as handle:
+                        pids = [int(p) for p in handle.read().split()]
+                except OSError:
+                    break
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.01)
+
+    def remove(self) -> None:
+        self.kill_all()
+        for path in self.dirs:
+            for _ in range(50):
+                if _rmdir(path):
+                    break
+                time.sleep(0.02)
+
+
+def _remove_stale_cgroups() -> None:
+    """cgroups left by executors whose process died without closing them (egcfg-<pid>-...)."""
+    parents = {os.path.dirname(d) for d in _Cgroup.probe_dirs()}
+    for parent in parents:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            parts = name.split("-")
+            if len(parts) == 4 and parts[0] == "egcfg" and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
+                stale = _Cgroup.__new__(_Cgroup)
+                stale.dirs, stale.procs_files = [os.path.join(parent, name)], [os.path.join(parent, name, "cgroup.procs")]
+                stale.remove()
+
+
+def _rmdir(path: str) -> bool:
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _v1_mount(controller: str) -> str | None:
+    for candidate in (f"/sys/fs/cgroup/{controller}", f"/sys/fs/cgroup/{controller},cpuacct"):
+        if os.path.isdir(candidate) and os.access(candidate, os.W_OK):
+            return candidate
+    return None
+
+
+def _own_cgroup(controller: str) -> str:
+    """This process's cgroup path for a v1 controller ("" = the v2 line)."""
+    try:
+        with open("/proc/self/cgroup") as handle:
+            for line in handle:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                names = controllers.split(",") if controllers else [""]
+                if controller in names:
+                    return path
+    except OSError:
+        pass
+    return "/"

@@ -1,0 +1,450 @@
+"""Agents (METHOD.md "Agents and stopping"): the grid of (s, d, t, prompt style, gamma), running
+several agents over one model, the first to pass all the task's tests wins.
+
+Agents are generators that yield events, or `Wait(future)` while their candidates run in the
+sandbox. One scheduler drives them round-robin on the calling thread: while one agent's
+candidates execute on CPU, the next agent decodes. The order of all model work is fixed, so a
+run is deterministic given its seed (the sandbox's wall-clock limits aside). Only the task's given
+tests guide and stop the search; the answer says which agent wrote it.
+
+    run_completion(model, executor, task, preset="editor") -> Iterator[Event]
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Sequence
+
+from engine.generation import decode
+from engine.generation import prompts
+from engine.errors import UserError
+from engine.generation.events import AgentFinished, CancelToken, CandidatesRun, CompletionTask, Event, Finished, LineCommitted
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid
+
+@dataclass(frozen=True)
+class AgentConfig:
+    s: int = 3                # candidates per line
+    d: int = 3                # lines per candidate
+    t: float = 0.7            # candidate temperature
+    style: str = "instruct"   # prompt style (engine.generation.prompts.STYLES)
+    gamma: float = 1.0        # guidance strength; 0 = plain greedy
+
+    @property
+    def name(self) -> str:
+        if self.gamma == 0:
+            return f"{self.style}/greedy"
+        return f"{self.style}/g{self.gamma:g}/s{self.s}d{self.d}t{self.t:g}"
+
+
+PAPER_TEMPERATURES = (0.7, 0.75, 0.85, 0.95, 1.2, 1.5)
+PAPER_DEPTHS = (2, 3, 6, 8)
+PAPER_GAMMAS = (0.0, 0.5, 1.0, 3.0)
+
+PRESETS: dict[str, tuple[AgentConfig, ...]] = {
+    # seconds on a GPU: greedy first (often right, and cheap), then two guided agents
+    "editor": (
+        AgentConfig(gamma=0.0),
+        AgentConfig(s=3, d=3, t=0.7, gamma=1.0),
+        AgentConfig(s=3, d=2, t=0.95, gamma=3.0),
+    ),
+    "baseline": (AgentConfig(gamma=0.0),),
+    # the authors' grid: 6 temperatures x 4 depths x 2 styles x 4 gammas (greedy agents merged)
+    "paper": tuple(AgentConfig(s=3, d=d, t=t, style=style, gamma=gamma)
+                   for t in PAPER_TEMPERATURES for d in PAPER_DEPTHS for style in prompts.STYLES
+                   for gamma in PAPER_GAMMAS),
+}
+
+
+def agent_grid(preset: str = "editor", gammas: Sequence[float] | None = None) -> list[AgentConfig]:
+    """The preset's agents; `gammas` replaces the preset's gamma values. Greedy agents (gamma 0)
+    do not depend on s, d or t, so one per prompt style is kept, ahead of the guided ones."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    configs = list(PRESETS[preset])
+    if gammas is not None:
+        gammas = [float(g) for g in gammas]
+        if not gammas:
+            raise UserError("the gammas override is empty: give at least one gamma")
+        if any(g < 0 for g in gammas):
+            raise UserError(f"gamma must be 0 or more, got {min(gammas)}")
+        bases = list(dict.fromkeys(replace(c, gamma=1.0) for c in configs))
+        configs = [replace(base, gamma=g) for base in bases for g in dict.fromkeys(gammas)]
+    greedy = list(dict.fromkeys(AgentConfig(gamma=0.0, style=c.style) for c in configs if c.gamma == 0))
+    guided = list(dict.fromkeys(c for c in configs if c.gamma != 0))
+    return greedy + guided
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared pieces of one run
+
+_model_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def model_lock(model) -> threading.Lock:
+    """One lock per model: concurrent runs (two editors, a benchmark) take turns on the GPU."""
+    with _locks_guard:
+        lock = _model_locks.get(model)
+        if lock is None:
+            lock = _model_locks[model] = threading.Lock()
+        return lock
+
+
+@dataclass
+class Wait:
+    """Yielded by an agent while its sandbox work runs; the scheduler moves on to another agent."""
+    future: Future
+
+
+@dataclass
+class Outcome:
+    config: AgentConfig
+    index: int
+    body: str
+    program: str
+    passed: int
+    total: int
+    reason: str
+
+
+@dataclass
+class Run:
+    """What every agent of one run_completion call shares."""
+    model: Any                # LoadedModel
+    executor: Any             # engine.execution.executor.Executor
+    task: CompletionTask
+    cancel: Any
+    max_new_tokens: int
+    seed: int
+    signal_chars: int
+    pool: ThreadPoolExecutor
+    def_indent: int
+    prompts: dict[str, prompts.Prompt] = field(default_factory=dict)
+    heads: dict[str, decode.KV] = field(default_factory=dict)   # per prompt style: KV before i_dyn
+
+    def prompt(self, style: str) -> prompts.Prompt:
+        if style not in self.prompts:
+            task = self.task
+            self.prompts[style] = prompts.build_prompt(
+                self.model.tokenizer, source_before=task.source_before, tests=task.tests,
+                instruction=task.instruction, style=style, function_name=task.function_name)
+        return self.prompts[style]
+
+    @contextmanager
+    def gpu(self):
+        with model_lock(self.model.model):
+            yield
+
+    def submit(self, function, *args) -> Future:
+        return self.pool.submit(function, *args)
+
+    def signal_room(self, prompt: prompts.Prompt) -> int:
+        """Signal tokens that still fit the model's positions next to the prompt and the body."""
+        limit = getattr(self.model.model.config, "max_position_embeddings", None) or 1 << 30
+        return max(0, limit - len(prompt.ids) - self.max_new_tokens)
+
+    def cancelled(self) -> bool:
+        return bool(self.cancel is not None and self.cancel.cancelled)
+
+
+def _job(run: Run, program: str, trace: bool):
+    from engine.execution.executor import Job
+
+    return Job(program=program, tests=tuple(run.task.tests), setup=run.task.setup, trace=trace)
+
+
+def candidate_program(run: Run, code: str, candidate: decode.Candidate) -> str | None:
+    """source_before + code so far + candidate lines, repaired, + source_after; None if unrepairable."""
+    from engine.execution.repair import make_executable
+
+    repaired = make_executable(run.task.source_before + code + candidate.text)
+    if repaired is None:
+        return None
+    if run.task.source_after and not repaired.endswith("\n"):
+        repaired += "\n"
+    return repaired + run.task.source_after
+
+
+def build_signal(candidates: Sequence[str], programs: Sequence[str], results: Sequence[Any], budget: int) -> str:
+    """The rendered traces the model reads (engine.generation.prompts adds the fixed header): per candidate,
+    its code, then each test's invocation, outcome and trace, sharing one character budget."""
+    from engine.execution.render import render_blocks
+
+    if not candidates:
+        return ""
+    share = max(200, budget // len(candidates))
+    parts = []
+    for number, (text, program, result) in enumerate(zip(candidates, programs, results), 1):
+        blocks = render_blocks([(program, test) for test in result.tests], budget=share)
+        parts.append(f"# candidate {number}:\n```python\n{text.rstrip()}\n```\n{blocks}")
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# One agent
+
+def run_agent(run: Run, config: AgentConfig, index: int):
+    """Generator: decodes one function line by line, yields events and Wait(...); returns an Outcome."""
+    import torch
+
+    task, tokenizer = run.task, run.model.tokenizer
+    name = config.name
+    prompt = run.prompt(config.style)
+    gamma = config.gamma if task.tests else 0.0
+    with run.gpu():
+        if config.style not in run.heads:   # agents with the same prompt share the head's KV
+            run.heads[config.style] = decode.prefill_head(run.model.model, prompt.ids, prompt.i_dyn)
+        dec = decode.start(run.model.model, tokenizer, prompt.ids, prompt.i_dyn, gamma=gamma,
+                           def_indent=run.def_indent, max_new_tokens=run.max_new_tokens, cancel=run.cancelled,
+                           head=run.heads[config.style])
+    device = run.model.model.device
+    generator = torch.Generator(device=device).manual_seed((run.seed + 7919 * index) % (2**63))
+    line_no, signal = 0, ""
+    try:
+        while True:
+            draft: list[int] = []
+            if gamma != 0:
+                with run.gpu():
+                    sampled = decode.sample_candidates(dec, config.s, config.d, config.t, generator,
+                                                       max_tokens=candidate_token_cap(config, dec))
+                unique = _unique_programs(run, dec.code, sampled)
+                started = time.monotonic()
+                results = []
+                if unique:
+                    future = run.submit(run.executor.map, [_job(run, program, True) for _, program in unique])
+                    yield Wait(future)
+                    results = future.result()
+                texts = [c.text for c, _ in unique]
+                programs = [p for _, p in unique]
+                yield CandidatesRun(name, line_no + 1, texts, results, programs, len(sampled),
+                                    time.monotonic() - started)
+                for (candidate, program), result in zip(unique, results):
+                    if candidate.complete and result.all_passed and program.startswith(task.source_before):
+                        # a sampled candidate already finishes the function and passes: take it
+                        body = _body_of(task, program).rstrip() + "\n"
+                        program = task.program(body)
+                        written = body[len(dec.code):] if body.startswith(dec.code) else ""
+                        for text in written.splitlines():
+                            line_no += 1
+                            code = body[: _line_end(body, line_no)] if body.count("\n") >= line_no else body
+                            yield LineCommitted(name, line_no, text, task.program(code), "", code)
+                        return Outcome(config, index, body, program, result.passed, result.total, "complete")
+                rendered = build_signal(texts, programs, results, run.signal_chars)
+                signal = prompts.signal_text(rendered) if rendered.strip() else ""
+                draft = decode.choose_draft([c for c, _ in unique])
+                with run.gpu():
+                    decode.set_signal(dec, prompts.signal_ids(tokenizer, rendered)[: run.signal_room(prompt)])
+            with run.gpu():
+                end = decode.guided_line(dec, draft)
+            for text in end.lines:
+                line_no += 1
+                code = dec.text[: _line_end(dec.text, line_no)]
+                yield LineCommitted(name, line_no, text, task.program(code), signal, code)
+            if end.stop:
+                body = dec.code if end.why != "eos" else dec.text
+                reason = "token_cap" if end.stop == "token_cap" else "complete"
+                break
+    except decode.Cancelled:
+        body, reason = dec.code, "cancelled"
+    return (yield from _finish(run, config, index, body, reason))
+
+
+def candidate_token_cap(config: AgentConfig, dec: decode.Decoding) -> int:
+    """Tokens a candidate row may take: about 40 per line, never far past the agent's own budget."""
+    return max(8, min(40 * config.d + 24, dec.max_new_tokens - len(dec.ids) + 16))
+
+
+def _line_end(text: str, lines: int) -> int:
+    """Index just past the `lines`-th newline of `text`."""
+    position = -1
+    for _ in range(lines):
+        position = text.index("\n", position + 1)
+    return position + 1
+
+
+def _unique_programs(run: Run, code: str, sampled: Sequence[decode.Candidate]):
+    """(candidate, program) for the executable candidates, one per normalised program."""
+    from engine.execution.repair import normalise
+
+    seen, unique = set(), []
+    for candidate in sampled:
+        program = candidate_program(run, code, candidate)
+        if program is None:
+            continue
+        key = normalise(program) or program
+        if key not in seen:
+            seen.add(key)
+            unique.append((candidate, program))
+    return unique
+
+
+def _body_of(task: CompletionTask, program: str) -> str:
+    body = program[len(task.source_before):]
+    if task.source_after and body.endswith(task.source_after):
+        body = body[: len(body) - len(task.source_after)]
+    return body
+
+
+def _finish(run: Run, config: AgentConfig, index: int, body: str, reason: str):
+    """Run the agent's program against the tests (no traces) and return its Outcome."""
+    body = body.rstrip() + "\n" if body.strip() else ""
+    program = run.task.program(body)
+    passed, total = 0, len(run.task.tests)
+    if run.task.tests and reason != "cancelled":
+        future = run.submit(run.executor.run, _job(run, program, False))
+        yield Wait(future)
+        result = future.result()
+        passed, total = result.passed, result.total
+    return Outcome(config, index, body, program, passed, total, reason)
+
+
+# ------------------------------------------------------------------------------------------------
+# The scheduler
+
+@dataclass
+class _Live:
+    config: AgentConfig
+    index: int
+    steps: Any
+    future: Future | None = None
+
+
+def _wait(future: Future, run: Run) -> None:
+    """Wait for sandbox work, checking the cancel token every 50 ms."""
+    while not future.done():
+        if run.cancelled():
+            return
+        wait_futures([future], timeout=0.05)
+
+
+def run_completion(model, executor, task: CompletionTask, *, preset: str = "editor",
+                   gammas: Sequence[float] | None = None, cancel: CancelToken | None = None,
+                   max_new_tokens: int = 512, seed: int | None = None, concurrency: int = 2,
+                   signal_chars: int = 6000) -> Iterator[Event]:
+    """Complete `task.function_name` with execution-guided decoding; yields events as they happen.
+
+    model       engine.generation.models.LoadedModel (its .model and .tokenizer are used)
+    executor    engine.execution.executor.Executor (runs candidates x tests in the sandbox, with traces)
+    task        CompletionTask: the code before/after the body, an instruction, the given tests
+    preset      "editor" (3 agents: greedy, then two guided), "baseline" (greedy only) or "paper"
+                (the authors' grid); `gammas` replaces the preset's gamma values
+    cancel      anything with a `.cancelled` property (engine.generation.events.CancelToken): checked before
+                every forward pass and while waiting for the sandbox
+    max_new_tokens   token cap per agent for the body
+    seed        sampling seed (default: torch.initial_seed(), so torch.manual_seed(...) applies)
+    concurrency agents alive at once (round-robin: one decodes while another's candidates run)
+
+    Events: CandidatesRun and LineCommitted while agents work, AgentFinished per agent that ends,
+    and always a last Finished: the first program that passes every given test (solved=True, the
+    other agents stop), else the program that passes the most (solved=False, and the status says
+    so). Only `task.tests` are ever run. Without tests guidance is off (plain greedy decoding).
+    Bad input raises engine.errors.UserError.
+    """
+    import torch
+
+    started = time.monotonic()
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if concurrency < 1:
+        raise UserError(f"concurrency must be at least 1, got {concurrency}")
+    configs = agent_grid(preset, gammas)
+    tests = [t for t in task.tests if t.strip()]
+    if not tests:
+        configs = [c for c in configs if c.gamma == 0] or [AgentConfig(gamma=0.0, style=configs[0].style)]
+        configs = configs[:1]
+    task = replace(task, tests=tests)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="egcfg-sandbox")
+    run = Run(model=model, executor=executor, task=task, cancel=cancel, max_new_tokens=max_new_tokens,
+              seed=torch.initial_seed() if seed is None else int(seed), signal_chars=signal_chars, pool=pool,
+              def_indent=decode.def_indent_of(task.source_before, task.function_name))
+    limit = getattr(model.model.config, "max_position_embeddings", None)
+    for config in configs:
+        prompt = run.prompt(config.style)   # bad input fails here, before any agent starts
+        if limit and len(prompt.ids) + max_new_tokens > limit:
+            raise UserError(f"the prompt is {len(prompt.ids)} tokens and with {max_new_tokens} new tokens it does "
+                            f"not fit the model's {limit} positions: shorten the code before the function")
+    outcomes: list[Outcome] = []
+    winner: Outcome | None = None
+    waiting = deque(enumerate(configs))
+    live: deque[_Live] = deque()
+    try:
+        while (waiting or live) and winner is None and not run.cancelled():
+            while waiting and len(live) < concurrency:
+                index, config = waiting.popleft()
+                live.append(_Live(config, index, run_agent(run, config, index)))
+            agent = live.popleft()
+            if agent.future is not None:
+                _wait(agent.future, run)
+                if run.cancelled() and not agent.future.done():
+                    live.appendleft(agent)
+                    break
+                agent.future = None
+            try:
+                while True:
+                    item = next(agent.steps)
+                    if isinstance(item, Wait):
+                        agent.future = item.future
+                        live.append(agent)
+                        break
+                    yield item
+            except StopIteration as stop:
+                outcome: Outcome = stop.value
+                outcomes.append(outcome)
+                yield _agent_finished(outcome, run.max_new_tokens)
+                if outcome.total and outcome.passed == outcome.total and outcome.reason != "cancelled":
+                    winner = outcome
+            except Exception as error:   # one agent failing (e.g. out of memory) does not end the run
+                if isinstance(error, UserError):
+                    raise
+                outcomes.append(Outcome(agent.config, agent.index, "", task.program(""), 0, len(tests), "error"))
+                yield AgentFinished(agent.config.name, task.program(""), 0, len(tests), "error",
+                                    message=f"{type(error).__name__}: {error}")
+        yield _finished(run, outcomes, winner, time.monotonic() - started, bool(tests))
+    finally:
+        for agent in live:
+            agent.steps.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _agent_finished(outcome: Outcome, token_cap: int) -> AgentFinished:
+    messages = {
+        "complete": f"the function is complete and passes {outcome.passed}/{outcome.total} tests",
+        "token_cap": f"stopped at the {token_cap}-token cap before the function ended",
+        "cancelled": "cancelled",
+    }
+    return AgentFinished(outcome.config.name, outcome.program, outcome.passed, outcome.total, outcome.reason,
+                         body=outcome.body, message=messages.get(outcome.reason, outcome.reason))
+
+
+def _finished(run: Run, outcomes: list[Outcome], winner: Outcome | None, seconds: float, guided: bool) -> Finished:
+    total = len(run.task.tests)
+    if winner is not None:
+        return Finished(winner.program, winner.passed, winner.total, winner.config.name, True, seconds,
+                        f"solved: agent {winner.config.name} wrote a program that passes all {total} given tests",
+                        body=winner.body)
+    finished = [o for o in outcomes if o.reason != "error"]
+    cancelled = run.cancelled()
+    if not finished:
+        status = "cancelled before any agent finished" if cancelled else "every agent failed with an error"
+        return Finished(run.task.program(""), 0, total, "", False, seconds, status)
+    best = max(finished, key=lambda o: (o.passed, o.reason == "complete", -o.index))
+    if not guided:
+        status = "no tests were given, so guidance is off: plain greedy decoding"
+    else:
+        status = (f"no agent passed all {total} given tests; returning the best program "
+                  f"(agent {best.config.name}, {best.passed}/{total} pass)")
+    if best.reason == "token_cap":
+        status += f"; it stopped at the {run.max_new_tokens}-token cap before the function ended"
+    if cancelled:
+        status = "cancelled; " + status
+    return Finished(best.program, best.passed, best.total, best.config.name, False, seconds, status, body=best.body)
