@@ -157,17 +157,35 @@ def main() -> int:
         wipe(config["tmp"], config.get("keep", ()))
 
 
+SANDBOX_PACKAGE = "_egcfg_sandbox"  # this folder, loaded as a package of its own (no engine/ on sys.path)
+
+
+def _load_sandbox_package(folder: str):
+    """Load this folder as the package `_egcfg_sandbox`, so the modules here can import their
+    siblings relatively without engine/ (or anything else of egcfg) being importable inside."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(SANDBOX_PACKAGE, os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[SANDBOX_PACKAGE] = package
+    spec.loader.exec_module(package)
+    return package
+
+
 def _load_tracer(path):
-    """engine/execution/sandbox/tracer.py, loaded by file path so the sandbox needs no package on sys.path."""
+    """The tracer (tracer.py beside this file, or the path the host names), imported as a module
+    of the sandbox package; on failure tests still run, untraced."""
     if not path or not os.path.exists(path):
         return None, "tracer not available"
     try:
-        import importlib.util
+        import importlib
 
-        spec = importlib.util.spec_from_file_location("egcfg_tracer", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["egcfg_tracer"] = module
-        spec.loader.exec_module(module)
+        folder = os.path.dirname(os.path.abspath(path))
+        if SANDBOX_PACKAGE not in sys.modules:
+            _load_sandbox_package(folder)
+        name = os.path.splitext(os.path.basename(path))[0]
+        module = importlib.import_module(f"{SANDBOX_PACKAGE}.{name}")
         return module.Tracer, ""
     except Exception as error:  # noqa: BLE001 - report it; tests still run untraced
         return None, f"{type(error).__name__}: {error}"[:300]
