@@ -54,6 +54,9 @@ def protect_stdout():
 
 
 def main(args: argparse.Namespace) -> int:
+    from engine.cli.quiet import quiet_third_party
+
+    quiet_third_party()  # `python -m lsp_server` does not pass through the egcfg command
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     where = {"filename": args.log_file} if args.log_file else {"stream": sys.stderr}

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.cli.quiet import quiet_third_party
+
+    quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     module = getattr(args, "_module", None)
