@@ -65,14 +65,14 @@ def test_traces_come_back_when_asked(executor):
     traced = run_one(executor, "assert f(1) == 2")
     untraced = run_one(executor, "assert f(1) == 2", trace=False)
     assert untraced.trace is None
-    if not os.path.exists(os.path.join(os.path.dirname(__import__("engine").__file__), "tracer.py")):
+    if not os.path.exists(executor_module.TRACER_SCRIPT):
         pytest.skip("engine/execution/sandbox/tracer.py is not there yet")
     assert isinstance(traced.trace, Trace)
     assert any(e.file == "program" and e.func == "f" for e in traced.trace.events)
 
 
 def test_a_timed_out_test_still_reports_its_partial_trace(executor):
-    if not os.path.exists(os.path.join(os.path.dirname(__import__("engine").__file__), "tracer.py")):
+    if not os.path.exists(executor_module.TRACER_SCRIPT):
         pytest.skip("engine/execution/sandbox/tracer.py is not there yet")
     result = run_one(executor, "assert spin() == 1", program="def spin():\n    n = 0\n    while True:\n        n += 1\n")
     assert result.outcome == "timeout"

@@ -1,0 +1,136 @@
+"""Leaf values -> tagged plain data, in T, right after the test evaluated them.
+
+Only exact builtin types cross (and subclasses that change nothing the host relies on, copied
+through their base type's own C methods); anything else is "refused" with a message that becomes
+the test's failure. Every helper used here was captured before candidate code ran."""
+
+from __future__ import annotations
+
+from .pristine import exact_type as _type
+from .pristine import length as _len
+from .pristine import to_list as _list
+from .pristine import type_dict as _type_dict
+from .pristine import type_mro as _type_mro
+from .pristine import type_name as _type_name
+
+MAX_NODES, MAX_DEPTH, MAX_TEXT, MAX_INT_BITS = 200_000, 100, 4 << 20, 1 << 17
+TRUSTED_MODULES = frozenset({"collections", "enum", "os", "time", "builtins"})
+# Methods the host-side skeleton relies on: a subclass overriding none of them compares exactly
+# like its base type, so it may cross the boundary as that base type.
+SEMANTIC_METHODS = frozenset({
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__bool__", "__len__",
+    "__iter__", "__contains__", "__getitem__", "__float__", "__int__", "__index__", "__abs__",
+    "__round__", "__neg__", "__pos__", "__str__", "__complex__", "__trunc__", "__add__", "__radd__",
+    "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__floordiv__", "__mod__",
+    "__reversed__", "keys", "items", "values",
+})
+
+
+class Refused(Exception):
+    """A value that cannot cross the sandbox boundary; the message is the test's failure message."""
+
+
+def encode_leaf(value, iterate: bool, truth: bool = False) -> tuple:
+    """("value", tagged) for plain data; ("refused", message) for anything else."""
+    budget = [MAX_NODES, MAX_TEXT]
+    try:
+        return ("value", _encode(value, budget, 0))
+    except Refused as refused:
+        if truth:  # only its truth is tested: a candidate could have returned True just as well
+            return ("value", _encode(True if value else False, [MAX_NODES, MAX_TEXT], 0))
+        if not iterate:
+            return ("refused", refused.args[0])
+    except RecursionError:
+        return ("refused", "returned a value too deeply nested to compare outside the sandbox")
+    # The skeleton iterates this leaf (set(f(x)), sorted(...)): do what that call would do here.
+    items = _list(value)
+    try:
+        return ("value", ("l", [_encode(item, [MAX_NODES, MAX_TEXT], 1) for item in items]))
+    except Refused as refused:
+        return ("refused", refused.args[0])
+
+
+_EXACT = {type(None): "n", bool: "b", int: "i", float: "f", complex: "c", str: "s", bytes: "y",
+          list: "l", tuple: "t", set: "S", frozenset: "F", dict: "d"}
+_BASE_ORDER = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+
+
+def _encode(value, budget, depth):
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        raise Refused("returned a value too large to compare outside the sandbox")
+    kind = _type(value)
+    tag = _EXACT.get(kind)
+    if tag is None:
+        value, tag = _as_base(value, kind)
+    if tag in ("n",):
+        return ("n",)
+    if tag in ("b", "f"):
+        return (tag, value)
+    if tag == "i":
+        if value.bit_length() > MAX_INT_BITS:
+            raise Refused("returned an integer too large to compare outside the sandbox")
+        return ("i", value)
+    if tag == "c":
+        return ("c", value.real, value.imag)
+    if tag in ("s", "y"):
+        budget[1] -= _len(value)
+        if budget[1] < 0:
+            raise Refused("returned a value too large to compare outside the sandbox")
+        return (tag, value)
+    if tag == "d":
+        return ("d", [(_encode(k, budget, depth + 1), _encode(v, budget, depth + 1)) for k, v in dict.items(value)])
+    return (tag, [_encode(item, budget, depth + 1) for item in value])
+
+
+def _as_base(value, kind):
+    """A subclass of a builtin crosses as its base type when that changes nothing the host does."""
+    try:
+        mro = _type_mro(kind)
+    except BaseException:  # noqa: BLE001
+        mro = ()
+    for base in _BASE_ORDER:
+        if base in mro:
+            if all(_harmless(cls) for cls in mro[: mro.index(base)]):
+                return _convert(value, base), _EXACT[base]
+            break
+    try:
+        name = _type_name(kind)
+    except BaseException:  # noqa: BLE001
+        name = "object"
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    raise Refused(f"returned {article} {name[:60]}, which cannot be compared outside the sandbox")
+
+
+def _harmless(cls) -> bool:
+    try:
+        attributes = _type_dict(cls)
+        module = attributes.get("__module__")
+        if _type(module) is str and module.split(".")[0] in TRUSTED_MODULES:
+            return True
+        return not any(name in attributes for name in SEMANTIC_METHODS)
+    except BaseException:  # noqa: BLE001
+        return False
+
+
+def _convert(value, base):
+    """Copy through the base type's own C methods, never the subclass's."""
+    if base is dict:
+        return dict(dict.items(value))
+    if base is list:
+        return list.copy(value)
+    if base is tuple:
+        return tuple.__getitem__(value, slice(None))
+    if base in (set, frozenset):
+        return base.copy(value)
+    if base is str:
+        return str.__str__(value)
+    if base is bytes:
+        return bytes.__getitem__(value, slice(None))
+    if base is int:
+        return int.__index__(value)
+    if base is float:
+        return float.__float__(value)
+    if base is complex:
+        return complex(complex.__dict__["real"].__get__(value), complex.__dict__["imag"].__get__(value))
+    return value
