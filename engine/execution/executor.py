@@ -65,6 +65,9 @@ class Job:
     tests: tuple[str, ...]  # each an `assert ...` statement or a block of statements
     setup: str = ""  # run after the program, before each test
     trace: bool = True
+    # The program as the module of its package (engine/execution/project_run.py builds it): its
+    # layout, and for kind "pytest" the files/node ids the project's own pytest runs in one session.
+    project: dict | None = None
 
 
 @dataclass
@@ -77,6 +80,7 @@ class TestResult:
     trace: Trace | None
     output: str = ""
     seconds: float = 0.0
+    details: dict | None = None  # a pytest session's summary (per test), for project_run to unpack
 
 
 @dataclass
@@ -101,7 +105,7 @@ class Executor:
     """Thread-safe pool of sandboxed fork-server workers. Use as a context manager, or close()."""
 
     def __init__(self, *, workers: int | None = None, limits: Limits = Limits(), isolation: str = "auto",
-                 project_root: str | None = None):
+                 project_root: str | None = None, python=None):
         if isolation not in ("auto", "bubblewrap", "limits"):
             raise UserError(f"unknown isolation {isolation!r}: use auto, bubblewrap or limits")
         if project_root is not None:
@@ -113,10 +117,12 @@ class Executor:
             raise UserError("the executor needs at least one worker")
         self.limits = limits
         self.project_root = project_root
+        # The project's interpreter (a path or an interpreter.Interpreter); None: egcfg's own.
+        self.interpreter = _interpreter(python)
         bwrap = shutil.which("bwrap")
         if isolation == "bubblewrap" and bwrap is None:
             raise UserError("bubblewrap (bwrap) is not installed; install it or use isolation='limits'")
-        self._pool = _Pool(count, limits, bwrap if isolation != "limits" else None, project_root)
+        self._pool = _Pool(count, limits, bwrap if isolation != "limits" else None, project_root, self.interpreter)
         try:
             self._pool.start()
         except _WorkerError as error:
@@ -124,7 +130,7 @@ class Executor:
             if isolation == "bubblewrap" or bwrap is None or isolation == "limits":
                 raise UserError(f"the sandbox could not start: {error}") from None
             logging.getLogger("egcfg").warning("bubblewrap could not start (%s): running with limits only", error)
-            self._pool = _Pool(count, limits, None, project_root)  # auto: fall back to limits only
+            self._pool = _Pool(count, limits, None, project_root, self.interpreter)  # auto: fall back to limits only
             self._pool.start()
         self.isolation = self._pool.isolation
         # Who the candidate runs as: under bubblewrap root is mapped into a user namespace without
@@ -169,6 +175,24 @@ class Executor:
         return [JobResult(state.results, self.isolation) for state in states]
 
 
+def _interpreter(python):
+    """None (egcfg's own Python), or the probed project interpreter a path names."""
+    if python is None or python == "":
+        return None
+    from engine.execution import interpreter
+
+    found = python if isinstance(python, interpreter.Interpreter) else interpreter.probe(os.path.abspath(python), "setting")
+    return None if found.is_own else found
+
+
+def _python_argv(found) -> list[str]:
+    """How the worker's interpreter starts: no user site, and (3.11+) no script folder on sys.path;
+    on 3.9/3.10 the worker drops its own folder from sys.path itself."""
+    if found is None:
+        return [sys.executable, "-s", "-P"]
+    return [found.executable, "-s"] + (["-P"] if tuple(found.version[:2]) >= (3, 11) else [])
+
+
 def _readable_by_others(path: str) -> bool:
     """Whether a user with no special rights can read ``path`` (every folder on the way searchable)."""
     parts = os.path.realpath(path).rstrip("/").split("/")
@@ -202,7 +226,10 @@ class _JobState:
             raise UserError("Job.tests must be a sequence of test strings, not one string")
         self.job, self.limits = job, limits
         shadowed = verdict.top_level_names(job.program) | verdict.top_level_names(job.setup)
-        self.plans = [verdict.plan_test(test, shadowed) for test in job.tests]
+        if job.project and job.project.get("kind") == "pytest":  # judged by pytest, in the sandbox
+            self.plans = [verdict.Plan(test, "pytest") for test in job.tests]
+        else:
+            self.plans = [verdict.plan_test(test, shadowed) for test in job.tests]
         self.results: list[TestResult | None] = [None] * len(self.plans)
         self.remaining = len(self.plans)
         self.deadline: float | None = None
@@ -236,7 +263,11 @@ class _Task:
         plan, job = self.state.plans[self.index], self.state.job
         message = {"program": job.program, "setup": job.setup, "kind": plan.kind, "trace": bool(job.trace),
                    "timeout": timeout}
+        if job.project:
+            message["project"] = job.project
         if plan.kind == "block":
+            message["test"] = plan.test
+        elif plan.kind == "pytest":
             message["test"] = plan.test
         else:
             message["leaves"] = [[leaf.source, leaf.line, leaf.iterate, leaf.truth] for leaf in plan.leaves]
@@ -266,8 +297,24 @@ def to_test_result(plan: verdict.Plan, report: dict, timeout: float, limits: Lim
             trace = None
     output = report.get("output") if isinstance(report.get("output"), str) else ""
     seconds = float(report.get("seconds") or 0.0)
+    if plan.kind == "pytest" and status == "result" and result is not None and isinstance(result.get("project"), str):
+        return _pytest_result(plan, result["project"], output[: limits.output_keep], seconds)
     outcome, message = _judge(plan, status, result, report, timeout, limits)
     return TestResult(plan.test, outcome, message, trace, output[: limits.output_keep], seconds)
+
+
+def _pytest_result(plan: verdict.Plan, summary: str, output: str, seconds: float) -> TestResult:
+    """A pytest session's summary: details holds each test; the outcome is the session's."""
+    try:
+        details = json.loads(summary)
+    except ValueError:
+        return TestResult(plan.test, "error", "malformed pytest summary", None, output, seconds)
+    if not isinstance(details, dict) or not isinstance(details.get("tests"), list):
+        return TestResult(plan.test, "error", "malformed pytest summary", None, output, seconds)
+    failed = [t for t in details["tests"] if not isinstance(t, dict) or t.get("outcome") not in ("pass", "skip", "xfail")]
+    problem = details.get("setup_error") or (details.get("collect_errors") and "collection failed")
+    outcome = "pass" if not failed and not problem else "fail"
+    return TestResult(plan.test, outcome, str(problem or ""), None, output, seconds, details)
 
 
 def _judge(plan, status, result, report, timeout, limits) -> tuple[str, str]:
@@ -291,6 +338,8 @@ def _judge(plan, status, result, report, timeout, limits) -> tuple[str, str]:
         return "error", verdict.describe_error(result["error"])
     if plan.kind == "block":
         return verdict.judge_block(result)
+    if plan.kind == "pytest":
+        return "error", "the pytest session sent no summary"
     leaves = result.get("leaves")
     if not isinstance(leaves, list):
         return "error", "malformed result"
@@ -306,12 +355,14 @@ class _WorkerError(Exception):
     pass
 
 
-def _hidden_by_private_tmp(project_root: str | None) -> list[str]:
+def _hidden_by_private_tmp(project_root: str | None, interpreter=None) -> list[str]:
     """Host folders the worker needs that the sandbox's private /tmp would hide: the project,
     egcfg's own code and the Python running it, when they live under /tmp (a CI checkout, say)."""
     # The folder that holds the `engine` package: WORKER_SCRIPT is engine/execution/sandbox/worker.py.
     engine_root = os.path.abspath(os.path.join(os.path.dirname(WORKER_SCRIPT), "..", "..", ".."))
     wanted = [project_root, engine_root, sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    if interpreter is not None:  # the project's interpreter: its prefixes and site-packages, read-only
+        wanted += interpreter.read_only_binds()
     inside = sorted({os.path.realpath(p) for p in wanted if p and os.path.realpath(p).startswith(SANDBOX_TMP + "/")}, key=len)
     kept: list[str] = []
     for path in inside:  # a parent already bound covers its children
@@ -321,8 +372,9 @@ def _hidden_by_private_tmp(project_root: str | None) -> list[str]:
 
 
 class _Pool:
-    def __init__(self, count: int, limits: Limits, bwrap: str | None, project_root: str | None):
+    def __init__(self, count: int, limits: Limits, bwrap: str | None, project_root: str | None, interpreter=None):
         self.count, self.limits, self.bwrap, self.project_root = count, limits, bwrap, project_root
+        self.interpreter = interpreter
         self.isolation = "bubblewrap" if bwrap else "limits"
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.slots: list[_Slot] = []
@@ -361,7 +413,7 @@ class _Pool:
 
     def worker_config(self, tmp: str) -> dict:
         root_drop = self.bwrap is None and _can_run_as_nobody(self.project_root)
-        keep = _hidden_by_private_tmp(self.project_root) if self.bwrap else []
+        keep = _hidden_by_private_tmp(self.project_root, self.interpreter) if self.bwrap else []
         return {
             "tmp": tmp,  # wiped after every test (but for `keep`)
             "cwd": os.path.join(tmp, "work") if self.bwrap else tmp,  # the candidate's working folder
@@ -377,7 +429,7 @@ class _Pool:
         """argv, environment and cwd that start one worker."""
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
                "PYTHONDONTWRITEBYTECODE": "1"}
-        python = [sys.executable, "-s", "-P", WORKER_SCRIPT]
+        python = _python_argv(self.interpreter) + [WORKER_SCRIPT]
         if self.bwrap:
             config = self.worker_config(SANDBOX_TMP)
             if not slot.cgroup.pids:
@@ -491,6 +543,8 @@ class _Slot:
             return TestResult(plan.test, "timeout",
                               f"job time limit of {_format_seconds(limits.job_seconds)} s reached", None)
         timeout = min(limits.test_seconds, left)
+        if plan.kind == "pytest":  # one session runs many tests, each under its own limit inside
+            timeout = float(task.state.job.project.get("seconds") or limits.job_seconds)
         message = task.message(timeout)
         for attempt in range(2):
             try:

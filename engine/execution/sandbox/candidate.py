@@ -10,6 +10,7 @@ import resource
 import signal
 import sys
 
+from . import project
 from .channel import send_result
 from .encode import encode_leaf
 from .pristine import PRISTINE_BUILTINS, ModuleType, exc_traceback, is_instance, setrecursionlimit, settrace
@@ -120,6 +121,8 @@ def run_candidate(task: dict, tracer_class) -> dict:
     stdout, stderr = sys.stdout, sys.stderr
     compile_, exec_, eval_ = compile, exec, eval
     result = {"error": None, "leaves": [], "block": None, "trace": None, "interrupted": False}
+    if task.get("project") and task["kind"] == "pytest":  # the project's own pytest runs the tests
+        return project.run_pytest(task, tracer_class)
     # A real module, so code that looks itself up (dataclasses, pickle, typing) works.
     module = ModuleType("candidate")
     sys.modules["candidate"] = module
@@ -127,6 +130,8 @@ def run_candidate(task: dict, tracer_class) -> dict:
     namespace["__builtins__"] = dict(PRISTINE_BUILTINS)
     try:
         program = compile_(task["program"], "<program>", "exec", dont_inherit=True)
+        if task.get("project"):  # the program is the module of its package, imported as Python would
+            program = project.ModuleProgram(task["project"], task["program"])
         setup = compile_(task["setup"], "<test>", "exec", dont_inherit=True) if task.get("setup") else None
         if task["kind"] == "block":
             tests = [compile_(task["test"], "<test>", "exec", dont_inherit=True)]
@@ -144,7 +149,10 @@ def run_candidate(task: dict, tracer_class) -> dict:
             tracer = None
     try:
         try:
-            exec_(program, namespace)
+            if task.get("project"):
+                namespace = program.load()
+            else:
+                exec_(program, namespace)
             namespace["__builtins__"] = dict(PRISTINE_BUILTINS)  # the test sees unpatched builtins
             if setup is not None:
                 exec_(setup, namespace)

@@ -11,6 +11,7 @@ from .pristine import exact_type as _type
 from .pristine import length as _len
 
 MAX_TRACE_JSON = 8 << 20
+MAX_PROJECT_JSON = 24 << 20
 
 
 def clean_result(raw) -> dict:
@@ -36,6 +37,11 @@ def clean_result(raw) -> dict:
         else:
             raise ValueError("bad leaf")
     result["trace_json"] = trace_json(raw.get("trace"))
+    summary = raw.get("project")  # a pytest run's summary (JSON text; the host checks its shape)
+    if summary is not None:
+        if _type(summary) is not str or _len(summary) > MAX_PROJECT_JSON:
+            raise ValueError("bad project summary")
+        result["project"] = summary
     return result
 
 

@@ -141,5 +141,7 @@ def _remove(path: str) -> None:
 
 
 if __name__ == "__main__":
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]  # Python < 3.11 has no -P: this folder must not be importable by plain names
     _load_sandbox_package(os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main())

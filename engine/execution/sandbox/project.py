@@ -1,0 +1,356 @@
+"""The edited module as the module of its package, and its tests run by the project's own pytest.
+
+Runs inside the sandbox (stdlib only; CPython 3.9-3.13; loaded as ``_egcfg_sandbox.project``).
+
+The module's text (the editor's unsaved text, or a candidate program) replaces its file through a
+meta-path finder that serves that text for that module name only: ``__name__``, ``__package__``,
+``__spec__`` and ``__file__`` are those of the real module, relative and absolute imports of the
+package resolve on disk, ``from __future__`` and the module docstring behave as under Python, and
+``if __name__ == "__main__"`` stays false. linecache holds the text too, so tracebacks, ``inspect``
+and doctest read the served text rather than the file on disk.
+
+Tests of a project run as pytest runs them: ``pytest.main`` on the module's test files (and the
+module itself, for its doctests, which pytest runs with the standard library's DocTestParser,
+DocTestRunner and OutputChecker), in the project's rootdir, with its configuration, conftest files
+and plugins. A plugin records each test's outcome, message and trace (the tracer is started around
+the test's call only) and enforces a per-test time limit with SIGALRM, so one slow test is a
+timeout and the others still run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import json
+import linecache
+import os
+import signal
+import sys
+import time
+
+PROGRAM = "program"
+TEST = "test"
+PROGRAM_FILE = "<program>"
+MAX_MESSAGE = 600
+MAX_TRACE_EVENTS = 400          # per test in a batch (a single test gets the tracer's default)
+MAX_TRACES_TEXT = 12 << 20      # all traces of one batch together, as JSON text
+PYTEST_ARGS = ("-p", "no:cacheprovider", "-q", "-o", "console_output_style=classic", "--doctest-modules")
+
+
+class TestTimeLimit(BaseException):
+    """Raised in a test by SIGALRM at its time limit (a BaseException: `except Exception` in the
+    test does not swallow it)."""
+
+    __test__ = False
+
+
+class EditedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
+    """Serves ``text`` as the source of module ``name`` (whose file is ``path``)."""
+
+    def __init__(self, name: str, path: str, text: str, is_package: bool):
+        self.name, self.path, self.text, self.package = name, path, text, is_package
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        spec = importlib.util.spec_from_loader(fullname, self, origin=self.path, is_package=self.package)
+        spec.has_location = True  # __file__ = path
+        if self.package:
+            spec.submodule_search_locations = [os.path.dirname(self.path)]
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__file__ = self.path
+        code = self.get_code(module.__name__)
+        exec(code, module.__dict__)
+
+    def get_code(self, fullname):
+        # "<program>": the name the tracer and the error reports give the edited module's lines.
+        return compile(self.text, PROGRAM_FILE, "exec", dont_inherit=True)
+
+    def get_source(self, fullname):
+        return self.text
+
+    def is_package(self, fullname):
+        return self.package
+
+    def get_filename(self, fullname):
+        return self.path
+
+
+def install(project: dict, text: str) -> EditedModuleFinder:
+    """Put the project's folders first on sys.path and serve ``text`` for the edited module."""
+    for folder in reversed(project.get("sys_path") or []):
+        if folder in sys.path:
+            sys.path.remove(folder)
+        sys.path.insert(0, folder)
+    finder = EditedModuleFinder(project["name"], project["path"], text, bool(project.get("is_package")))
+    sys.meta_path.insert(0, finder)
+    lines = text.splitlines(True)
+    for name in (project["path"], PROGRAM_FILE):  # no mtime: linecache never reloads them from disk
+        linecache.cache[name] = (len(text), None, lines, name)
+    sys.modules.pop(project["name"], None)
+    return finder
+
+
+def load_module(project: dict, text: str):
+    """Import the edited module through the finder (its package's __init__ runs first, as in
+    Python); the module object whose globals the tests use."""
+    install(project, text)
+    return importlib.import_module(project["name"])
+
+
+class ModuleProgram:
+    """The program of a task as the module of its package: load() imports it and returns its globals."""
+
+    def __init__(self, project: dict, text: str):
+        self.project, self.text = project, text
+
+    def load(self) -> dict:
+        return load_module(self.project, self.text).__dict__
+
+
+def trace_files(project: dict) -> dict:
+    """Tracer file map: the edited module is the program; the tests are the test files."""
+    files = {PROGRAM_FILE: PROGRAM, "<test>": TEST}
+    for path in project.get("test_files") or []:
+        files[path] = TEST
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# pytest, run in the sandbox
+# ---------------------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """A pytest plugin: each test's outcome, message, seconds and trace."""
+
+    def __init__(self, project: dict, tracer_class, trace: bool):
+        self.project = project
+        self.tracer_class = tracer_class if trace else None
+        self.files = trace_files(project)
+        self.limits = {str(k): float(v) for k, v in (project.get("limits") or {}).items()}
+        self.default_limit = float(project.get("test_seconds") or 5.0)
+        self.results = {}      # nodeid -> dict
+        self.order = []
+        self.traces_left = MAX_TRACES_TEXT
+        self.collect_errors = []
+        self.timed_out = set()
+
+    # -- time limits ----------------------------------------------------------------------------
+    def _limit(self, nodeid: str) -> float:
+        return self.limits.get(nodeid, self.default_limit)
+
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.order.append(item.nodeid)
+        self.results[item.nodeid] = {"nodeid": item.nodeid, "outcome": "pass", "message": "", "seconds": 0.0,
+                                     "trace": None, "line": _item_line(item), "file": _item_file(item)}
+        return None
+
+    def pytest_runtest_setup(self, item):
+        self._arm(item.nodeid)
+
+    def pytest_runtest_teardown(self, item):
+        self._arm(item.nodeid)
+
+    def _arm(self, nodeid: str) -> None:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, self._limit(nodeid))
+
+    @staticmethod
+    def _disarm() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    # -- the call, traced -----------------------------------------------------------------------
+    def runtest_call_wrapper(self):
+        import pytest
+
+        recorder = self
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_call(item):
+            recorder._arm(item.nodeid)
+            started = time.perf_counter()
+            tracer = None
+            if recorder.tracer_class is not None:
+                try:
+                    tracer = recorder.tracer_class(recorder.files, max_events=recorder.max_events())
+                    tracer.start()
+                except BaseException:  # noqa: BLE001 - run untraced rather than not at all
+                    tracer = None
+            try:
+                yield
+            finally:
+                recorder._disarm()
+                entry = recorder.results.get(item.nodeid)
+                if entry is not None:
+                    entry["seconds"] = round(time.perf_counter() - started, 6)
+                if tracer is not None:
+                    try:
+                        tracer.stop()
+                        recorder.keep_trace(item.nodeid, tracer.result())
+                    except BaseException:  # noqa: BLE001 - a broken trace is no verdict
+                        pass
+
+        return pytest_runtest_call
+
+    def max_events(self) -> int:
+        return 2000 if len(self.project.get("nodeids") or ()) == 1 else MAX_TRACE_EVENTS
+
+    def keep_trace(self, nodeid: str, trace) -> None:
+        try:
+            text = json.dumps(trace, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError, OverflowError):
+            return
+        if len(text) > self.traces_left:
+            return
+        self.traces_left -= len(text)
+        self.results[nodeid]["trace"] = text
+
+    # -- outcomes -------------------------------------------------------------------------------
+    def pytest_runtest_logreport(self, report):
+        self._disarm()
+        entry = self.results.get(report.nodeid)
+        if entry is None:
+            return
+        wasxfail = hasattr(report, "wasxfail")
+        if report.when == "call":
+            entry["seconds"] = round(float(getattr(report, "duration", 0.0) or entry["seconds"]), 6)
+        if report.skipped and not wasxfail:
+            if entry["outcome"] == "pass":
+                entry["outcome"], entry["message"] = "skip", _skip_reason(report)
+            return
+        if wasxfail:  # xfail as expected (skipped+wasxfail), or xpass without strict (passed)
+            if entry["outcome"] == "pass":
+                entry["outcome"] = "xfail" if report.skipped else "pass"
+                entry["message"] = "expected to fail: " + str(report.wasxfail)[:200] if report.skipped else ""
+            return
+        if report.failed and entry["outcome"] in ("pass", "skip", "xfail"):
+            entry["outcome"], entry["message"] = self._failure(report)
+
+    def _failure(self, report):
+        kind, message = _crash(report)
+        if kind == "TestTimeLimit":
+            return "timeout", f"timed out after {_seconds(self._limit(report.nodeid))} s"
+        if report.when != "call":
+            return "error", f"{message} (in {report.when})"[:MAX_MESSAGE]
+        if kind in ("AssertionError", "", "DocTestFailure") or kind.endswith("Failed"):
+            return "fail", message
+        return "error", message
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.collect_errors.append({"nodeid": report.nodeid, "message": _longrepr_text(report)[-MAX_MESSAGE:]})
+
+    def summary(self) -> list:
+        return [self.results[nodeid] for nodeid in self.order if nodeid in self.results]
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeLimit()
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}" if value >= 1 else f"{value:.2g}"
+
+
+def _item_line(item) -> int:
+    try:
+        location = item.location  # (file relative to rootdir, 0-based line or None, name)
+        return int(location[1]) + 1 if location[1] is not None else 0
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _item_file(item) -> str:
+    try:
+        return str(item.path)
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _skip_reason(report) -> str:
+    try:
+        return str(report.longrepr[2])[:200]
+    except Exception:  # noqa: BLE001
+        return "skipped"
+
+
+def _longrepr_text(report) -> str:
+    try:
+        return str(report.longreprtext or report.longrepr)
+    except Exception:  # noqa: BLE001
+        return "failed"
+
+
+def _crash(report) -> tuple:
+    """(exception type name, one-paragraph message) of a failed report."""
+    longrepr = report.longrepr
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        text = str(crash.message)
+        kind = text.split(":", 1)[0].strip() if ":" in text.split("\n", 1)[0] else ""
+        if kind.startswith("assert ") or " " in kind:
+            kind = "AssertionError"
+        line = f" (line {crash.lineno})" if getattr(crash, "lineno", 0) else ""
+        return kind, (text.strip()[:MAX_MESSAGE - len(line)] + line)
+    text = _longrepr_text(report).strip()
+    kind = "DocTestFailure" if "Expected:" in text or "Got" in text else ""
+    return kind, _doctest_message(text) if kind else text[-MAX_MESSAGE:]
+
+
+def _doctest_message(text: str) -> str:
+    """pytest's doctest failure report -> "Expected: ... Got: ..." (the example's essence)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.strip().startswith("Expected:"):
+            return " ".join(part.strip() for part in lines[max(0, index - 1):index + 6])[:MAX_MESSAGE]
+    return lines[-1][:MAX_MESSAGE] if lines else "doctest failed"
+
+
+def run_pytest(task: dict, tracer_class) -> dict:
+    """All of the task's tests in one pytest session; a plain-data summary."""
+    project = task["project"]
+    result = {"error": None, "project": None, "trace": None}
+    try:
+        import pytest
+    except BaseException as error:  # noqa: BLE001
+        result["project"] = json.dumps({"tests": [], "collect_errors": [], "exit": -1,
+                                        "setup_error": f"pytest does not import: {type(error).__name__}: {error}"[:MAX_MESSAGE]})
+        return result
+    install(project, task["program"])
+    rootdir = project.get("rootdir") or os.getcwd()
+    try:
+        os.chdir(rootdir)
+    except OSError:
+        pass
+    recorder = _Recorder(project, tracer_class, bool(task.get("trace")))
+    args = list(PYTEST_ARGS) + list(project.get("pytest_args") or []) + ["--rootdir", rootdir]
+    targets = list(project.get("nodeids") or []) or list(project.get("test_files") or [])
+    if project.get("doctests") and os.path.exists(project["path"]) and not project.get("nodeids"):
+        targets.append(project["path"])
+    status = -1
+    setup_error = ""
+    try:
+        status = int(pytest.main(args + targets, plugins=[recorder, _Wrapper(recorder.runtest_call_wrapper())]))
+    except SystemExit as error:
+        status = error.code if isinstance(error.code, int) else -1
+    except BaseException as error:  # noqa: BLE001 - pytest itself failed (a broken conftest, say)
+        setup_error = f"{type(error).__name__}: {error}"[:MAX_MESSAGE]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    result["project"] = json.dumps({"tests": recorder.summary(), "collect_errors": recorder.collect_errors,
+                                    "exit": status, "setup_error": setup_error})
+    return result
+
+
+class _Wrapper:
+    """Holds the hookwrapper as a plugin of its own (pytest registers objects, not functions)."""
+
+    def __init__(self, hook):
+        self.pytest_runtest_call = hook
