@@ -115,6 +115,8 @@ def _forked(function, *args):
 
 
 def _in_process_times(program, setup, tests, repeats):
+    for test in tests:  # warm-up: the first import of a module the program uses is not charged to one side
+        _run_one(program, setup, test, False)
     times = {}
     for traced in (False, True):
         start = time.process_time()  # CPU time: the machine is shared, wall time is noisy
