@@ -242,12 +242,13 @@ def measure(loaded, prompt: list[int], i_dyn: int, signal: list[int], *, tokens:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        model(input_ids=torch.tensor([prompt[:-1]], device=model.device), past_key_values=cache, use_cache=True)
+        cache_kwarg = decode.cache_argument(model)
+        model(input_ids=torch.tensor([prompt[:-1]], device=model.device), use_cache=True, **{cache_kwarg: cache})
         token, times, clock = prompt[-1], [], _clock(model)
         for _ in range(tokens + 1):
             _sync(model)
             begin = clock()
-            out = model(input_ids=torch.tensor([[token]], device=model.device), past_key_values=cache, use_cache=True)
+            out = model(input_ids=torch.tensor([[token]], device=model.device), use_cache=True, **{cache_kwarg: cache})
             token = int(out.logits[0, -1].argmax())
             times.append(clock() - begin)
         results["hf_cache_ms_per_token"] = 1000 * statistics.median(times[1:])

@@ -17,12 +17,13 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED
 from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
-from engine.generation import decode
+from engine.generation import candidates, decode
 from engine.generation import prompts
 from engine.errors import UserError
 from engine.generation.events import AgentFinished, CancelToken, CandidatesRun, CompletionTask, Event, Finished, LineCommitted
@@ -87,16 +88,16 @@ def agent_grid(preset: str = "editor", gammas: Sequence[float] | None = None) ->
 # ------------------------------------------------------------------------------------------------
 # Shared pieces of one run
 
-_model_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_model_locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 
-def model_lock(model) -> threading.Lock:
+def model_lock(model):
     """One lock per model: concurrent runs (two editors, a benchmark) take turns on the GPU."""
     with _locks_guard:
         lock = _model_locks.get(model)
         if lock is None:
-            lock = _model_locks[model] = threading.Lock()
+            lock = _model_locks[model] = threading.RLock()   # re-entered by the batching scheduler
         return lock
 
 
@@ -131,6 +132,19 @@ class Run:
     def_indent: int
     prompts: dict[str, prompts.Prompt] = field(default_factory=dict)
     heads: dict[str, decode.KV] = field(default_factory=dict)   # per prompt style: KV before i_dyn
+    batch: bool = False       # live agents' steps go into one forward (the scheduler runs them)
+    reuse: bool = False       # candidates whose first line was committed are kept for the next line
+    force: list[int] | None = None                 # teacher forcing of the guided choice (replay)
+    steer: candidates.Steer | None = None          # steering of candidate rows (replay)
+
+    def steps(self, generator):
+        """Run a step generator: alone on the model, or (batching) hand its steps to the scheduler."""
+        if self.batch:
+            return (yield from generator)
+        import torch
+
+        with self.gpu(), torch.inference_mode():
+            return decode.run_steps(self.model.model, generator)
 
     def prompt(self, style: str) -> prompts.Prompt:
         if style not in self.prompts:
@@ -163,7 +177,7 @@ def _job(run: Run, program: str, trace: bool):
     return Job(program=program, tests=tuple(run.task.tests), setup=run.task.setup, trace=trace)
 
 
-def candidate_program(run: Run, code: str, candidate: decode.Candidate) -> str | None:
+def candidate_program(run: Run, code: str, candidate: candidates.Candidate) -> str | None:
     """source_before + code so far + candidate lines, repaired, + source_after; None if unrepairable."""
     from engine.execution.repair import make_executable
 
@@ -194,9 +208,8 @@ def build_signal(candidates: Sequence[str], programs: Sequence[str], results: Se
 # One agent
 
 def run_agent(run: Run, config: AgentConfig, index: int):
-    """Generator: decodes one function line by line, yields events and Wait(...); returns an Outcome."""
-    import torch
-
+    """Generator: decodes one function line by line, yields events, Wait(...) and, when the run
+    batches agents, decode.Step requests; returns an Outcome."""
     task, tokenizer = run.task, run.model.tokenizer
     name = config.name
     prompt = run.prompt(config.style)
@@ -207,25 +220,32 @@ def run_agent(run: Run, config: AgentConfig, index: int):
         dec = decode.start(run.model.model, tokenizer, prompt.ids, prompt.i_dyn, gamma=gamma,
                            def_indent=run.def_indent, max_new_tokens=run.max_new_tokens, cancel=run.cancelled,
                            head=run.heads[config.style])
-    device = run.model.model.device
-    generator = torch.Generator(device=device).manual_seed((run.seed + 7919 * index) % (2**63))
+    if run.force is not None:
+        dec.force = run.force
+    seed = (run.seed + 7919 * index) % (2**62)
+    pool = candidates.Pool()
+    known: dict[str, Any] = {}   # program -> its JobResult, for rows kept from the previous line
     line_no, signal = 0, ""
     try:
         while True:
             draft: list[int] = []
             if gamma != 0:
+                cap = candidate_token_cap(config, dec)
+                if not run.reuse:
+                    pool, known = candidates.Pool(made=pool.made), {}
                 with run.gpu():
-                    sampled = decode.sample_candidates(dec, config.s, config.d, config.t, generator,
-                                                       max_tokens=candidate_token_cap(config, dec))
+                    candidates.refill(dec, pool, config.s, seed, room=cap + 1)
+                sampled = yield from run.steps(candidates.sample_steps(dec, pool, config.d, config.t, cap, run.steer))
                 unique = _unique_programs(run, dec.code, sampled)
                 started = time.monotonic()
-                results = []
-                if unique:
-                    future = run.submit(run.executor.map, [_job(run, program, True) for _, program in unique])
-                    yield Wait(future)
-                    results = future.result()
-                texts = [c.text for c, _ in unique]
                 programs = [p for _, p in unique]
+                todo = [p for p in dict.fromkeys(programs) if p not in known]
+                if todo:
+                    future = run.submit(run.executor.map, [_job(run, program, True) for program in todo])
+                    yield Wait(future)
+                    known.update(zip(todo, future.result()))
+                results = [known[p] for p in programs]
+                texts = [c.text for c, _ in unique]
                 yield CandidatesRun(name, line_no + 1, texts, results, programs, len(sampled),
                                     time.monotonic() - started)
                 for (candidate, program), result in zip(unique, results):
@@ -241,11 +261,13 @@ def run_agent(run: Run, config: AgentConfig, index: int):
                         return Outcome(config, index, body, program, result.passed, result.total, "complete")
                 rendered = build_signal(texts, programs, results, run.signal_chars)
                 signal = prompts.signal_text(rendered) if rendered.strip() else ""
-                draft = decode.choose_draft([c for c, _ in unique])
+                draft = candidates.choose_draft([c for c, _ in unique])
                 with run.gpu():
                     decode.set_signal(dec, prompts.signal_ids(tokenizer, rendered)[: run.signal_room(prompt)])
-            with run.gpu():
-                end = decode.guided_line(dec, draft)
+            before = len(dec.ids)
+            end = yield from run.steps(decode.guided_line_steps(dec, draft))
+            if run.reuse:
+                candidates.advance(pool, dec.ids[before:])
             for text in end.lines:
                 line_no += 1
                 code = dec.text[: _line_end(dec.text, line_no)]
@@ -272,7 +294,7 @@ def _line_end(text: str, lines: int) -> int:
     return position + 1
 
 
-def _unique_programs(run: Run, code: str, sampled: Sequence[decode.Candidate]):
+def _unique_programs(run: Run, code: str, sampled: Sequence[candidates.Candidate]):
     """(candidate, program) for the executable candidates, one per normalised program."""
     from engine.execution.repair import normalise
 
@@ -317,6 +339,7 @@ class _Live:
     index: int
     steps: Any
     future: Future | None = None
+    reply: Any = None         # the logits of its last Step (batched scheduling)
 
 
 def _wait(future: Future, run: Run) -> None:
@@ -329,8 +352,9 @@ def _wait(future: Future, run: Run) -> None:
 
 def run_completion(model, executor, task: CompletionTask, *, preset: str = "editor",
                    gammas: Sequence[float] | None = None, cancel: CancelToken | None = None,
-                   max_new_tokens: int = 512, seed: int | None = None, concurrency: int = 2,
-                   signal_chars: int = 6000) -> Iterator[Event]:
+                   max_new_tokens: int = 512, seed: int | None = None, concurrency: int | None = None,
+                   signal_chars: int = 6000, fast: bool = True, first_pass_wins: bool = True,
+                   teacher: Any = None) -> Iterator[Event]:
     """Complete `task.function_name` with execution-guided decoding; yields events as they happen.
 
     model       engine.generation.models.LoadedModel (its .model and .tokenizer are used)
@@ -342,7 +366,15 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
                 every forward pass and while waiting for the sandbox
     max_new_tokens   token cap per agent for the body
     seed        sampling seed (default: torch.initial_seed(), so torch.manual_seed(...) applies)
-    concurrency agents alive at once (round-robin: one decodes while another's candidates run)
+    concurrency agents alive at once (default: 2 round-robin, every agent of the preset up to 4 when fast)
+    fast        True: the live agents' steps share one forward and candidates whose first line was
+                committed are kept for the next line (what is computed is the same method: kept rows
+                are samples of the same distribution); False: the paper's scheme, fresh candidates
+                every line and one agent per forward (round-robin)
+    first_pass_wins  stop at the first agent whose program passes every given test (False: every
+                agent runs to its end, for benchmarks)
+    teacher     for `egcfg bench replay`: an object with `.force` (token ids the guided choice follows)
+                and `.steer` (engine.generation.candidates.Steer for the candidate rows)
 
     Events: CandidatesRun and LineCommitted while agents work, AgentFinished per agent that ends,
     and always a last Finished: the first program that passes every given test (solved=True, the
@@ -355,9 +387,11 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
     started = time.monotonic()
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    configs = agent_grid(preset, gammas)
+    if concurrency is None:
+        concurrency = max(1, min(len(configs), 4)) if fast else 2
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
-    configs = agent_grid(preset, gammas)
     tests = [t for t in task.tests if t.strip()]
     if not tests:
         configs = [c for c in configs if c.gamma == 0] or [AgentConfig(gamma=0.0, style=configs[0].style)]
@@ -366,7 +400,9 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="egcfg-sandbox")
     run = Run(model=model, executor=executor, task=task, cancel=cancel, max_new_tokens=max_new_tokens,
               seed=torch.initial_seed() if seed is None else int(seed), signal_chars=signal_chars, pool=pool,
-              def_indent=decode.def_indent_of(task.source_before, task.function_name))
+              def_indent=decode.def_indent_of(task.source_before, task.function_name),
+              batch=fast, reuse=fast, force=getattr(teacher, "force", None), steer=getattr(teacher, "steer", None))
+    batch_agents = fast
     limit = getattr(model.model.config, "max_position_embeddings", None)
     for config in configs:
         prompt = run.prompt(config.style)   # bad input fails here, before any agent starts
@@ -374,11 +410,50 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
             raise UserError(f"the prompt is {len(prompt.ids)} tokens and with {max_new_tokens} new tokens it does "
                             f"not fit the model's {limit} positions: shorten the code before the function")
     outcomes: list[Outcome] = []
-    winner: Outcome | None = None
+    schedule = _batched if batch_agents else _round_robin
+    agents = schedule(run, configs, concurrency)
+    try:
+        for item in agents:
+            if isinstance(item, Outcome):
+                outcomes.append(item)
+                if first_pass_wins and _passes(item):
+                    break
+                continue
+            yield item
+        winner = next((outcome for outcome in outcomes if _passes(outcome)), None)
+        yield _finished(run, outcomes, winner, time.monotonic() - started, bool(tests))
+    finally:
+        agents.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _passes(outcome: Outcome) -> bool:
+    return bool(outcome.total and outcome.passed == outcome.total and outcome.reason not in ("cancelled", "error"))
+
+
+def _settle(run: Run, agent: "_Live", error: BaseException) -> Iterator:
+    """The events for an agent that ended: its Outcome (for the caller) and AgentFinished."""
+    tests = run.task.tests
+    if isinstance(error, StopIteration):
+        outcome: Outcome = error.value
+        yield _agent_finished(outcome, run.max_new_tokens)
+        yield outcome
+        return
+    if isinstance(error, UserError):
+        raise error
+    # one agent failing (e.g. out of memory) does not end the run
+    yield AgentFinished(agent.config.name, run.task.program(""), 0, len(tests), "error",
+                        message=f"{type(error).__name__}: {error}")
+    yield Outcome(agent.config, agent.index, "", run.task.program(""), 0, len(tests), "error")
+
+
+def _round_robin(run: Run, configs: Sequence[AgentConfig], concurrency: int) -> Iterator:
+    """One agent at a time on the model: it decodes until it waits for the sandbox, then the next
+    live agent takes over. Yields events and each finished agent's Outcome."""
     waiting = deque(enumerate(configs))
     live: deque[_Live] = deque()
     try:
-        while (waiting or live) and winner is None and not run.cancelled():
+        while (waiting or live) and not run.cancelled():
             while waiting and len(live) < concurrency:
                 index, config = waiting.popleft()
                 live.append(_Live(config, index, run_agent(run, config, index)))
@@ -397,23 +472,67 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
                         live.append(agent)
                         break
                     yield item
-            except StopIteration as stop:
-                outcome: Outcome = stop.value
-                outcomes.append(outcome)
-                yield _agent_finished(outcome, run.max_new_tokens)
-                if outcome.total and outcome.passed == outcome.total and outcome.reason != "cancelled":
-                    winner = outcome
-            except Exception as error:   # one agent failing (e.g. out of memory) does not end the run
-                if isinstance(error, UserError):
-                    raise
-                outcomes.append(Outcome(agent.config, agent.index, "", task.program(""), 0, len(tests), "error"))
-                yield AgentFinished(agent.config.name, task.program(""), 0, len(tests), "error",
-                                    message=f"{type(error).__name__}: {error}")
-        yield _finished(run, outcomes, winner, time.monotonic() - started, bool(tests))
+            except Exception as error:
+                yield from _settle(run, agent, error)
     finally:
         for agent in live:
             agent.steps.close()
-        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _batched(run: Run, configs: Sequence[AgentConfig], concurrency: int) -> Iterator:
+    """Every live agent advances to its next one-token step; all those steps run as one forward
+    (engine.generation.batching), and each agent gets its rows' logits back. Agents waiting for
+    the sandbox sit the forward out; the others go on. Yields events and Outcomes."""
+    import torch
+
+    from engine.generation.batching import forward_steps
+
+    waiting = deque(enumerate(configs))
+    live: list[_Live] = []
+    try:
+        while waiting or live:
+            if run.cancelled():   # agents on the model see the token at their next step and end
+                waiting.clear()
+                for agent in [agent for agent in live if agent.future is not None and not agent.future.done()]:
+                    live.remove(agent)
+                    agent.steps.close()
+            while waiting and len(live) < concurrency:
+                index, config = waiting.popleft()
+                live.append(_Live(config, index, run_agent(run, config, index)))
+            ready, events = [], []
+            for agent in list(live):
+                if agent.future is not None:
+                    if not agent.future.done():
+                        continue
+                    agent.future = None
+                try:
+                    with run.gpu(), torch.inference_mode():
+                        item = agent.steps.send(agent.reply)
+                        agent.reply = None
+                        while not isinstance(item, (decode.Step, Wait)):
+                            events.append(item)
+                            item = next(agent.steps)
+                except Exception as error:
+                    live.remove(agent)
+                    events.extend(_settle(run, agent, error))
+                    continue
+                if isinstance(item, Wait):
+                    agent.future = item.future
+                else:
+                    ready.append((agent, item))
+            yield from events
+            if ready:
+                with run.gpu(), torch.inference_mode():
+                    replies = forward_steps(run.model.model, [step for _, step in ready])
+                for (agent, _), reply in zip(ready, replies):
+                    agent.reply = reply
+            elif live and not events:
+                futures = [agent.future for agent in live if agent.future is not None]
+                if futures:
+                    wait_futures(futures, timeout=0.05, return_when=FIRST_COMPLETED)
+    finally:
+        for agent in live:
+            agent.steps.close()
 
 
 def _agent_finished(outcome: Outcome, token_cap: int) -> AgentFinished:

@@ -30,213 +30,24 @@ always "pending": sampled but not yet fed, so both rows feed it together in the 
 
 from __future__ import annotations
 
-from collections import Counter
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
-from transformers import AttentionInterface
-from transformers.cache_utils import Cache, CacheLayerMixin
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+# The cache and the attention functions live in their own modules; their names stay importable
+# from here (callers and tests use decode.KV, decode.branch, decode.shared_prefix_attention ...).
+from engine.generation.attention import (  # noqa: F401
+    SHARED_PREFIX_ATTENTION, SHARED_PREFIX_KWARG, _partial_attention_flash_cpu, _partial_attention_matmul,
+    _shared_prefix_applies, _with_shared_prefix, partial_attention, shared_prefix_attention,
+    shared_prefix_attention_forward)
+from engine.generation.kv import (  # noqa: F401
+    KV, SlotLayer, _new_buffers, branch, crop, drop_gap, empty_kv, ensure_room, merge_rows, pair_with_gap, row_view)
 
 FENCE = "```"
 
-
-# ------------------------------------------------------------------------------------------------
-# KV slots
-
-class SlotLayer(CacheLayerMixin):
-    """One layer's keys and values in buffers [rows, heads, capacity, dim], appended in place.
-
-    transformers' DynamicLayer concatenates on every token (a copy of the whole cache per step);
-    here a step writes only its own slots and returns views of the filled part."""
-
-    is_sliding = False
-    is_croppable = True
-
-    def __init__(self, capacity: int, keys: torch.Tensor | None = None, values: torch.Tensor | None = None,
-                 length: int = 0):
-        super().__init__()
-        self.capacity = capacity
-        self.buffer_keys, self.buffer_values = keys, values
-        self.length = length
-        if keys is not None:
-            self._adopt(keys, values)
-
-    def _adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        self.buffer_keys, self.buffer_values = keys, values
-        self.capacity = keys.shape[2]
-        self.dtype, self.device = keys.dtype, keys.device
-        self.is_initialized = True
-        self._refresh_views()
-
-    def _refresh_views(self) -> None:
-        self.keys = self.buffer_keys[:, :, : self.length]
-        self.values = self.buffer_values[:, :, : self.length]
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        rows, heads, _, _ = key_states.shape
-        self._adopt(key_states.new_zeros(rows, heads, self.capacity, key_states.shape[-1]),
-                    value_states.new_zeros(rows, heads, self.capacity, value_states.shape[-1]))
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        start, end = self.length, self.length + key_states.shape[-2]
-        self.buffer_keys[:, :, start:end] = key_states
-        self.buffer_values[:, :, start:end] = value_states
-        self.length = end
-        self._refresh_views()
-        return self.keys, self.values
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.length + query_length, 0
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_max_length(self) -> int:
-        return -1
-
-    def crop(self, tokens_to_remove: int) -> None:
-        self.length -= abs(tokens_to_remove)
-        self._refresh_views()
-
-
-@dataclass
-class KV:
-    """A batched KV cache whose rows are separate sequences.
-
-    Every row has the same number of slots; `mask` says which slots each row attends to and
-    `positions` is each row's next RoPE position (a row's positions need not equal its slots)."""
-
-    layers: list[SlotLayer]
-    mask: torch.Tensor        # [rows, capacity] bool
-    positions: torch.Tensor   # [rows] long
-    gaps: bool = False        # some row has masked slots: the 2-D mask must be passed to the model
-    # Slot layout for shared-prefix attention (one token steps): slots [0, shared) hold the same
-    # keys/values in every row; row r attends those and [own_from[r], length), nothing else.
-    shared: int = 0
-    own_from: tuple[int, ...] = ()
-    cache: Cache = field(init=False, repr=False)
-
-    def __post_init__(self):
-        self.cache = Cache(layers=self.layers)
-
-    @property
-    def rows(self) -> int:
-        return self.mask.shape[0]
-
-    @property
-    def length(self) -> int:
-        return self.layers[0].length
-
-    @property
-    def capacity(self) -> int:
-        return self.mask.shape[1]
-
-
-def empty_kv(model, rows: int, capacity: int) -> KV:
-    layers = [SlotLayer(capacity) for _ in range(model.config.get_text_config().num_hidden_layers)]
-    device = model.device
-    return KV(layers, torch.zeros(rows, capacity, dtype=torch.bool, device=device),
-              torch.zeros(rows, dtype=torch.long, device=device))
-
-
-def _new_buffers(like: torch.Tensor, rows: int, capacity: int) -> torch.Tensor:
-    return like.new_zeros(rows, like.shape[1], capacity, like.shape[3])
-
-
-def ensure_room(kv: KV, tokens: int) -> None:
-    """Grow the buffers (copying the filled part) when `tokens` more slots do not fit."""
-    needed = kv.length + tokens
-    if needed <= kv.capacity:
-        return
-    capacity = max(needed + 64, 2 * kv.capacity)
-    for layer in kv.layers:
-        if layer.is_initialized:
-            keys = _new_buffers(layer.buffer_keys, kv.rows, capacity)
-            values = _new_buffers(layer.buffer_values, kv.rows, capacity)
-            keys[:, :, : layer.length] = layer.keys
-            values[:, :, : layer.length] = layer.values
-            layer._adopt(keys, values)
-        layer.capacity = capacity
-    mask = kv.mask.new_zeros(kv.rows, capacity)
-    mask[:, : kv.capacity] = kv.mask
-    kv.mask = mask
-
-
-def crop(kv: KV, length: int) -> None:
-    """Forget every slot from `length` on (rejected draft tokens)."""
-    removed = kv.length - length
-    if removed <= 0:
-        return
-    for layer in kv.layers:
-        layer.crop(-removed)
-    kv.mask[:, length:] = False
-    kv.positions -= removed
-
-
-def branch(kv: KV, row: int, copies: int, room: int) -> KV:
-    """`copies` independent rows, each a copy of `kv`'s row `row`, with `room` free slots."""
-    length, capacity = kv.length, kv.length + room
-    layers = []
-    for layer in kv.layers:
-        keys = _new_buffers(layer.buffer_keys, copies, capacity)
-        values = _new_buffers(layer.buffer_values, copies, capacity)
-        keys[:, :, :length] = layer.keys[row : row + 1]
-        values[:, :, :length] = layer.values[row : row + 1]
-        layers.append(SlotLayer(capacity, keys, values, length))
-    mask = kv.mask.new_zeros(copies, capacity)
-    mask[:, :length] = kv.mask[row, :length]
-    return KV(layers, mask, kv.positions[row].repeat(copies), gaps=kv.gaps)
-
-
-def row_view(kv: KV, row: int) -> KV:
-    """A 1-row KV that writes straight into row `row` of `kv`'s buffers (no copy)."""
-    layers = [SlotLayer(layer.capacity, layer.buffer_keys[row : row + 1], layer.buffer_values[row : row + 1],
-                        layer.length) for layer in kv.layers]
-    return KV(layers, kv.mask[row : row + 1], kv.positions[row : row + 1], gaps=False)
-
-
-def pair_with_gap(uncond: KV, head_len: int, gap: int, room: int) -> KV:
-    """Two rows: row 0 = `uncond` with `gap` masked slots after the head, row 1 = the head only
-    (its signal + tail + code are prefilled next, through `row_view`). Lengths are aligned:
-    both rows end at uncond.length + gap once row 1 is filled."""
-    length = uncond.length + gap
-    capacity = length + room
-    layers = []
-    for layer in uncond.layers:
-        keys = _new_buffers(layer.buffer_keys, 2, capacity)
-        values = _new_buffers(layer.buffer_values, 2, capacity)
-        for target in (keys, values):
-            source = layer.keys if target is keys else layer.values
-            target[:, :, :head_len] = source[0:1, :, :head_len]
-            target[0, :, head_len + gap : length] = source[0, :, head_len:]
-        layers.append(SlotLayer(capacity, keys, values, length))
-    mask = uncond.mask.new_zeros(2, capacity)
-    mask[:, :head_len] = True
-    mask[0, head_len + gap : length] = True
-    positions = torch.stack([uncond.positions[0], uncond.positions[0].new_tensor(head_len)])
-    return KV(layers, mask, positions, gaps=gap > 0, shared=head_len, own_from=(head_len + gap, head_len))
-
-
-def drop_gap(pair: KV, head_len: int, gap: int, room: int) -> KV:
-    """Row 0 of a pair, without its masked gap: the unconditional stream on its own again."""
-    length = pair.length - gap
-    capacity = length + room
-    layers = []
-    for layer in pair.layers:
-        keys = _new_buffers(layer.buffer_keys, 1, capacity)
-        values = _new_buffers(layer.buffer_values, 1, capacity)
-        for target, source in ((keys, layer.keys), (values, layer.values)):
-            target[0, :, :head_len] = source[0, :, :head_len]
-            target[0, :, head_len:length] = source[0, :, head_len + gap :]
-        layers.append(SlotLayer(capacity, keys, values, length))
-    mask = pair.mask.new_zeros(1, capacity)
-    mask[:, :length] = True
-    return KV(layers, mask, pair.positions[0:1].clone())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,14 +60,27 @@ def forward(model, kv: KV, ids: torch.Tensor, *, all_logits: bool = False) -> to
     start = kv.length
     kv.mask[:, start : start + k] = True
     positions = kv.positions[:, None] + torch.arange(k, device=kv.positions.device)
-    inputs = dict(input_ids=ids, position_ids=positions, past_key_values=kv.cache, use_cache=True,
+    inputs = dict(input_ids=ids, position_ids=positions, use_cache=True,
                   attention_mask=_attention_mask(model, kv, start + k, k), logits_to_keep=0 if all_logits else 1)
+    inputs[cache_argument(model)] = kv.cache
     if k == 1 and rows > 1 and kv.shared > 0 and len(kv.own_from) == rows and _attn_implementation(model) == "sdpa":
         out = _with_shared_prefix(model, (kv.shared, kv.own_from), inputs)
     else:
         out = model(**inputs)
     kv.positions += k
     return out.logits.float()
+
+
+def cache_argument(model) -> str:
+    """The forward's name for the KV cache: `cache` from transformers 5.24 on (where the old
+    `past_key_values` warns on every call), `past_key_values` before."""
+    return _cache_argument(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument(model_class) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _attn_implementation(model) -> str:
@@ -272,106 +96,6 @@ def _attention_mask(model, kv: KV, length: int, k: int) -> torch.Tensor | None:
         return kv.mask[:, None, None, :length]
     return kv.mask[:, :length]
 
-
-# Shared-prefix attention for one token of several rows (the 2-row guided step). Both rows hold the
-# same head in slots [0, P): plain attention reads those keys and values once per row, and at a
-# 2,000-token prompt the KV cache is as large as a small model's weights. Here every row's query
-# is an extra query position of one attention over a single copy of the prefix; each row's own
-# slots (signal, tail, code) are attended separately under its mask; the two partial softmaxes
-# are merged with their log-sum-exps (flash-decoding's merge).
-
-SHARED_PREFIX_ATTENTION = "egcfg_shared_prefix"
-SHARED_PREFIX_KWARG = "egcfg_shared_prefix"
-
-
-def partial_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T * scale) v and its log-sum-exp [b, h, m], q [b, h, m, d] against every slot of
-    k/v [b, h, n, d] (same head count). On CPU torch's flash kernel (it returns the log-sum-exp);
-    elsewhere two matmuls."""
-    if query.device.type == "cpu":
-        return _partial_attention_flash_cpu(query, key, value, scale)
-    return _partial_attention_matmul(query, key, value, scale)
-
-
-def _partial_attention_flash_cpu(query, key, value, scale) -> tuple[torch.Tensor, torch.Tensor]:
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, False,
-                                                                         scale=scale)[:2]
-    return out, lse
-
-
-def _partial_attention_matmul(query, key, value, scale) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
-    lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.exp(scores - lse[..., None]).to(value.dtype)
-    return torch.matmul(probs, value), lse
-
-
-def shared_prefix_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, prefix: int,
-                            own_from: Sequence[int], scaling: float) -> torch.Tensor:
-    """Attention of one query token per row, query [rows, heads, 1, dim], over key/value
-    [rows, kv_heads, slots, dim] where row r attends slots [0, prefix) and [own_from[r], slots).
-    The prefix slots hold the same keys and values in every row: they are read from row 0 only.
-    Returns [rows, 1, heads, dim], the layout of transformers' attention functions."""
-    rows, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
-    group = heads // kv_heads
-    q = query.reshape(rows, kv_heads, group, dim)
-    # the prefix, read once: [1, kv_heads, rows * group, dim] queries against one row of keys
-    q_shared = q.transpose(0, 1).reshape(1, kv_heads, rows * group, dim)
-    shared_out, shared_lse = partial_attention(q_shared, key[0:1, :, :prefix], value[0:1, :, :prefix], scaling)
-    shared_out = shared_out.view(kv_heads, rows, group, dim).transpose(0, 1)
-    shared_lse = shared_lse.view(kv_heads, rows, group).transpose(0, 1)
-    # each row's own slots (a masked gap, like the unconditional row's signal slots, is never read)
-    own = [partial_attention(q[r : r + 1], key[r : r + 1, :, start:], value[r : r + 1, :, start:], scaling)
-           for r, start in enumerate(own_from)]
-    own_out = torch.cat([out for out, _ in own])
-    own_lse = torch.cat([lse for _, lse in own])
-    # merge: each part weighs exp(its lse - the total lse); for the prefix, sigmoid(shared - own)
-    weight = torch.sigmoid(shared_lse - own_lse).to(own_out.dtype)[..., None]
-    out = torch.lerp(own_out, shared_out, weight)
-    return out.reshape(rows, 1, heads, dim)
-
-
-def _shared_prefix_applies(module, query, key, value, layout, dropout: float, kwargs) -> bool:
-    """The cases `shared_prefix_attention` covers; everything else goes to sdpa unchanged."""
-    if not layout:
-        return False
-    prefix, own_from = layout
-    rows, heads, q_length, dim = query.shape
-    return (prefix > 0 and q_length == 1 and len(own_from) == rows and key.shape[0] == value.shape[0] == rows
-            and all(prefix <= start < key.shape[2] for start in own_from) and heads % key.shape[1] == 0
-            and value.shape[-1] == dim and not dropout and not (module is not None and module.training)
-            and kwargs.get("softcap") is None and kwargs.get("sliding_window") is None
-            and kwargs.get("position_bias") is None and kwargs.get("sinks") is None)
-
-
-def shared_prefix_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
-                                    scaling: float | None = None, **kwargs):
-    """transformers' attention-function signature: shared-prefix attention when the call carries
-    the slot layout (prefix, own_from) and the case is covered, else sdpa with the mask."""
-    layout = kwargs.pop(SHARED_PREFIX_KWARG, None)
-    if _shared_prefix_applies(module, query, key, value, layout, dropout, kwargs):
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        return shared_prefix_attention(query, key, value, layout[0], layout[1], scale), None
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                  **kwargs)
-
-
-AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention_forward)
-ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED_PREFIX_ATTENTION, sdpa_mask)   # same masks as sdpa
-
-
-def _with_shared_prefix(model, layout: tuple[int, tuple[int, ...]], inputs: dict):
-    """One forward with the shared-prefix attention: the implementation is swapped for this call
-    only (transformers picks the attention function from the config on every call; forwards on a
-    model are serialised by engine.generation.agents.model_lock)."""
-    config = model.config
-    previous, config._attn_implementation = config._attn_implementation, SHARED_PREFIX_ATTENTION
-    try:
-        return model(**inputs, **{SHARED_PREFIX_KWARG: layout})
-    finally:
-        config._attn_implementation = previous
 
 
 def prefill(model, ids: Sequence[int], room: int = 0) -> KV:
@@ -399,15 +123,19 @@ def decode_one_token(model, kv: KV, token: int, gamma: float) -> int:
     return int(cfg_scores(forward(model, kv, ids)[:, -1], gamma).argmax())
 
 
-def verify_draft(model, kv: KV, token: int, draft: Sequence[int], gamma: float) -> list[int]:
+def verify_draft(model, kv: KV, token: int, draft: Sequence[int], gamma: float,
+                 forced: Sequence[int] | None = None) -> list[int]:
     """Feed `token` + draft[:-1] in one forward and keep the longest prefix of the draft that the
     guided argmax agrees with, plus the argmax's own token at the first disagreement: exactly the
     tokens greedy guided decoding would have produced one by one. The caller owns the returned
-    tokens (the last one is pending; the slots of rejected draft tokens are dropped)."""
+    tokens (the last one is pending; the slots of rejected draft tokens are dropped). `forced`
+    replaces the argmax (teacher forcing, for `egcfg bench replay`)."""
     fed = [token, *draft[:-1]]
     start = kv.length
     ids = torch.tensor([fed] * kv.rows, device=kv.positions.device)
     best = cfg_scores(forward(model, kv, ids, all_logits=True), gamma).argmax(-1).tolist()
+    if forced is not None:
+        best = list(forced)[: len(best)]
     accepted = []
     for guess, choice in zip(draft, best):
         accepted.append(choice)
@@ -415,6 +143,26 @@ def verify_draft(model, kv: KV, token: int, draft: Sequence[int], gamma: float) 
             break
     crop(kv, start + len(accepted))   # fed: token + accepted[:-1]
     return accepted
+
+
+@dataclass
+class Step:
+    """A step generator's request: feed `ids` [rows, 1] to the rows of `kv` in one forward; the
+    generator is sent back the last logits [rows, vocab]. Generators (guided lines, candidate
+    rows) yield these so that a scheduler can put several agents' steps into one forward
+    (engine.generation.batching); `run_steps` drives one alone."""
+    kv: KV
+    ids: torch.Tensor
+
+
+def run_steps(model, steps):
+    """Drive a step generator on its own, one forward per step; returns its return value."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(forward(model, request.kv, request.ids)[:, -1])
+    except StopIteration as stop:
+        return stop.value
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,6 +249,7 @@ class Decoding:
     committed: int = 0
     anchor: str = ""          # decoded text of the last prompt token (see code_text)
     cancel: Callable[[], bool] | None = None
+    force: Sequence[int] | None = None   # teacher forcing: the guided choice follows these tokens (replay)
 
     @property
     def pending(self) -> int:
@@ -632,10 +381,31 @@ def push_token(dec: Decoding, token: int, committed: list[str]) -> tuple[str, st
     return None
 
 
+def forced_tokens(dec: "Decoding", count: int) -> list[int]:
+    """The next `count` tokens of the teacher-forced reference, then an end-of-sequence token."""
+    at = len(dec.ids)
+    tokens = list(dec.force[at : at + count])
+    end = dec.tokenizer.eos_token_id if dec.tokenizer.eos_token_id in dec.stop_ids else min(dec.stop_ids, default=0)
+    return tokens + [end] * (count - len(tokens))
+
+
+def guided_choice(dec: "Decoding", logits: torch.Tensor) -> int:
+    """The guided argmax of the next token (or the forced one under teacher forcing)."""
+    if dec.force is not None:
+        return forced_tokens(dec, 1)[0]
+    return int(cfg_scores(logits, dec.gamma).argmax())
+
+
 @torch.inference_mode()
 def guided_line(dec: Decoding, draft: Sequence[int] = ()) -> LineEnd:
     """Decode greedily with guidance until a token completes a line, the function ends, or the
     token cap is hit. A draft (a candidate's first line) is verified in one forward first."""
+    return run_steps(dec.model, guided_line_steps(dec, draft))
+
+
+def guided_line_steps(dec: Decoding, draft: Sequence[int] = ()):
+    """`guided_line` as a step generator: the one-token steps are yielded as `Step`s (the signal
+    prefill and the draft verification run in place)."""
     if dec.guided is None:
         set_signal(dec, [])
     kv, end = dec.guided, LineEnd(lines=[])
@@ -643,7 +413,10 @@ def guided_line(dec: Decoding, draft: Sequence[int] = ()) -> LineEnd:
     budget = dec.max_new_tokens - len(dec.ids)
     if draft and budget > 1:
         _check_cancel(dec)
-        queue = verify_draft(dec.model, kv, dec.pending, list(draft)[: budget], dec.gamma)
+        draft = list(draft)[:budget]
+        forced = forced_tokens(dec, len(draft)) if dec.force is not None else None
+        with torch.inference_mode():
+            queue = verify_draft(dec.model, kv, dec.pending, draft, dec.gamma, forced)
         end.drafted = len(queue) - 1
     while True:
         if not queue:
@@ -651,7 +424,9 @@ def guided_line(dec: Decoding, draft: Sequence[int] = ()) -> LineEnd:
                 end.stop, end.why = "token_cap", "cap"
                 return end
             _check_cancel(dec)
-            queue = [decode_one_token(dec.model, kv, dec.pending, dec.gamma)]
+            ids = torch.full((kv.rows, 1), dec.pending, dtype=torch.long, device=kv.positions.device)
+            logits = yield Step(kv, ids)
+            queue = [guided_choice(dec, logits)]
         token = queue.pop(0)
         end.tokens += 1
         stopped = push_token(dec, token, end.lines)
@@ -659,111 +434,17 @@ def guided_line(dec: Decoding, draft: Sequence[int] = ()) -> LineEnd:
             end.stop, end.why = stopped
             return end
         if any(line.strip() for line in end.lines):   # blank lines do not refresh the signal
-            if queue:   # a verified draft ran past the line's end: forget the slots after this token
-                crop(kv, kv.length - len(queue))
-            sync_unconditional(dec)
+            with torch.inference_mode():
+                if queue:   # a verified draft ran past the line's end: forget the slots after this token
+                    crop(kv, kv.length - len(queue))
+                sync_unconditional(dec)
             return end
 
 
-# ------------------------------------------------------------------------------------------------
-# Candidates
+# The candidates moved to engine.generation.candidates; these names stay importable from here.
+def __getattr__(name: str):
+    if name in ("Candidate", "sample_candidates", "choose_draft", "_cut_candidate", "_first_line_ids"):
+        from engine.generation import candidates
 
-@dataclass
-class Candidate:
-    text: str                 # the continuation: the current partial line + up to d further lines
-    ids: list[int]            # its tokens after the pending one
-    ended: str                # "lines" | "dedent" | "fence" | "eos" | "cap"
-    first_line_ids: list[int] = field(default_factory=list)   # tokens up to the one ending its first line
-
-    @property
-    def complete(self) -> bool:
-        """The function ends with this candidate (it did not stop at the d-line horizon)."""
-        return self.ended in ("dedent", "fence", "eos")
-
-
-def _cut_candidate(partial: str, text: str, lines: int, def_indent: int) -> tuple[str, str] | None:
-    """(kept text, why) once a candidate row is done, else None. `text` starts with the current
-    partial line."""
-    full = partial + text
-    start = 0
-    for count in range(1, lines + 1):
-        newline = full.find("\n", start)
-        line = full[start:] if newline < 0 else full[start:newline]
-        if leaves_function(line, def_indent):
-            return full[:start], "fence" if line.strip().startswith(FENCE) else "dedent"
-        if newline < 0:
-            return None
-        start = newline + 1
-        if count == lines:
-            return full[:start], "lines"
-    return None
-
-
-@torch.inference_mode()
-def sample_candidates(dec: Decoding, rows: int, lines: int, temperature: float, generator: torch.Generator,
-                      max_tokens: int = 256) -> list[Candidate]:
-    """`rows` continuations of up to `lines` lines from p_sol + code so far, sampled at
-    `temperature` in one batch branched from the unconditional cache. Each row stops on its own:
-    `lines` newlines, leaving the function, EOS/special token, or `max_tokens`."""
-    kv = branch(dec.uncond, 0, rows, room=max_tokens + 1)
-    partial = dec.partial_line
-    anchor = _decode(dec, [dec.pending])
-    row_ids: list[list[int]] = [[] for _ in range(rows)]
-    results: list[Candidate | None] = [None] * rows
-    token = torch.full((rows, 1), dec.pending, dtype=torch.long, device=kv.positions.device)
-    for step in range(max_tokens):
-        _check_cancel(dec)
-        logits = forward(dec.model, kv, token)[:, -1]
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator)
-        else:
-            token = logits.argmax(-1, keepdim=True)
-        for row, value in enumerate(token[:, 0].tolist()):
-            if results[row] is not None:
-                continue
-            if value in dec.stop_ids:
-                results[row] = Candidate(partial + _after(dec, anchor, row_ids[row]), row_ids[row], "eos")
-                continue
-            row_ids[row].append(value)
-            cut = _cut_candidate(partial, _after(dec, anchor, row_ids[row]), lines, dec.def_indent)
-            if cut:
-                results[row] = Candidate(cut[0], row_ids[row], cut[1])
-        if all(result is not None for result in results):
-            break
-    for row in range(rows):
-        if results[row] is None:
-            results[row] = Candidate(partial + _after(dec, anchor, row_ids[row]), row_ids[row], "cap")
-    for candidate in results:
-        candidate.first_line_ids = _first_line_ids(dec, anchor, partial, candidate.ids)
-    return results
-
-
-def _decode(dec: Decoding, ids: Sequence[int]) -> str:
-    return dec.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-
-def _after(dec: Decoding, anchor: str, ids: Sequence[int]) -> str:
-    """Text of a candidate's tokens as they read after the pending token."""
-    return code_text(dec.tokenizer, dec.pending, anchor, ids)
-
-
-def _first_line_ids(dec: Decoding, anchor: str, partial: str, ids: Sequence[int]) -> list[int]:
-    """The candidate's tokens up to the one that completes its first line; [] when it has no
-    complete first line inside the function."""
-    for count in range(1, len(ids) + 1):
-        text = partial + _after(dec, anchor, ids[:count])
-        newline = text.find("\n")
-        if newline >= 0:
-            return list(ids[:count]) if not leaves_function(text[:newline], dec.def_indent) else []
-    return []
-
-
-def choose_draft(candidates: Sequence[Candidate]) -> list[int]:
-    """The first-line tokens most candidates agree on (the earliest on a tie): a free draft."""
-    lines = [tuple(c.first_line_ids) for c in candidates if c.first_line_ids]
-    if not lines:
-        return []
-    counts = Counter(lines)
-    best = max(counts.values())
-    return list(next(line for line in lines if counts[line] == best))
+        return getattr(candidates, name)
+    raise AttributeError(name)

@@ -9,14 +9,21 @@ loop on purpose: the engine must reproduce it token for token.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
 
 
+def _cache_kwarg(model) -> str:
+    """transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name warns)."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
 def _last_logits(model, ids: Sequence[int], cache=None) -> torch.Tensor:
-    out = model(input_ids=torch.tensor([list(ids)], device=model.device), past_key_values=cache, use_cache=cache is not None)
+    extra = {_cache_kwarg(model): cache} if cache is not None else {}
+    out = model(input_ids=torch.tensor([list(ids)], device=model.device), use_cache=cache is not None, **extra)
     return out.logits[0, -1].float()
 
 

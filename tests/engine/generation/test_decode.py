@@ -481,13 +481,15 @@ def test_guided_steps_use_the_shared_prefix_attention_and_match_the_reference(st
     signals = [tokenizer.encode(s, add_special_tokens=False) for s in SIGNALS]
     stop = decode.stop_token_ids(tokenizer, structured)
     calls = []
-    original = decode.shared_prefix_attention
+    from engine.generation import attention
+
+    original = attention.shared_prefix_attention
 
     def spy(query, key, value, prefix, own_from, scaling):
         calls.append((prefix, tuple(own_from)))
         return original(query, key, value, prefix, own_from, scaling)
 
-    monkeypatch.setattr(decode, "shared_prefix_attention", spy)
+    monkeypatch.setattr(attention, "shared_prefix_attention", spy)
     assert structured.config._attn_implementation == "sdpa"
     dec = decode.start(structured, tokenizer, ids, i_dyn, gamma=0.5, def_indent=0, max_new_tokens=30, stop_ids=stop)
     ends = decode_all(dec, signals=signals)
