@@ -159,3 +159,9 @@ def test_the_layout_checker_catches_a_wrong_way_import(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     with pytest.raises(AssertionError, match="execution imports engine.generation"):
         test_imports_go_one_way(fake)
+
+
+@pytest.mark.parametrize("path", sorted(SANDBOX.glob("*.py")), ids=lambda p: p.name)
+def test_sandbox_code_parses_as_python_3_9(path):
+    """The sandbox runs under the project's own interpreter, 3.9 to 3.13: no newer grammar there."""
+    ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
