@@ -23,18 +23,39 @@ class FunctionSpan:
     end_line: int         # 0-based last line
     docstring: str | None
     docstring_line: int   # 1-based
+    body_line: int = -1   # 0-based first line after the docstring (where a completion starts)
+    body_indent: str = "    "
+    empty: bool = False   # the body is only a docstring, `pass`, `...` or `raise NotImplementedError`
 
 
-def functions_in(source: str) -> list[FunctionSpan]:
+def functions_in(source: str, tree: ast.Module | None = None) -> list[FunctionSpan]:
     """Every function and method in a module that parses (raises SyntaxError otherwise)."""
-    tree = ast.parse(source)
+    tree = tree or ast.parse(source)
+    lines = source.splitlines()
     spans = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             doc = ast.get_docstring(node, clean=False)
             doc_line = node.body[0].lineno if doc is not None else 0
-            spans.append(FunctionSpan(node.name, node.lineno - 1, (node.end_lineno or node.lineno) - 1, doc, doc_line))
+            body = node.body[1:] if doc is not None else node.body
+            body_line = body[0].lineno - 1 if body else (node.body[0].end_lineno or node.body[0].lineno)
+            first = lines[node.body[0].lineno - 1] if node.body[0].lineno - 1 < len(lines) else ""
+            indent = first[: len(first) - len(first.lstrip())]
+            spans.append(FunctionSpan(node.name, node.lineno - 1, (node.end_lineno or node.lineno) - 1, doc, doc_line,
+                                      body_line, indent, all(_placeholder(stmt) for stmt in body)))
     return sorted(spans, key=lambda s: s.def_line)
+
+
+def _placeholder(stmt: ast.stmt) -> bool:
+    """`pass`, `...` or `raise NotImplementedError`: a body still to be written."""
+    if isinstance(stmt, ast.Pass):
+        return True
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and stmt.value.value is Ellipsis:
+        return True
+    if isinstance(stmt, ast.Raise) and stmt.exc is not None:
+        target = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+        return isinstance(target, ast.Name) and target.id == "NotImplementedError"
+    return False
 
 
 @dataclass
@@ -132,7 +153,7 @@ def fold_all(span: FunctionSpan, cases: Sequence[TestCase], results: Sequence[An
 @dataclass(frozen=True)
 class Note:
     line: int            # 0-based document line
-    severity: str        # "information" | "error"
+    severity: str        # "value" (what the line did: hint or information by setting) | "warning" | "error"
     message: str
     start: int = 0       # columns (characters)
     end: int = 0         # 0: to the end of the line's text
@@ -174,7 +195,8 @@ def _clip(text: str) -> str:
 
 def notes_for_function(span: FunctionSpan, records: Sequence[TestRecord], lines: Sequence[str],
                        values: bool = True) -> list[Note]:
-    """Information notes with each line's values per test, and an error note per failing test."""
+    """Value notes with each line's values per test, and an error (or, for a timeout, a warning)
+    note per failing test."""
     notes: list[Note] = []
     if values:
         for line in range(span.def_line + 1, span.end_line + 1):
@@ -183,7 +205,7 @@ def notes_for_function(span: FunctionSpan, records: Sequence[TestRecord], lines:
                 continue
             parts = [f"{r.short}: {s}" for r in records if (s := line_summary(r, line))]
             if parts:
-                notes.append(Note(line, "information", _clip(" | ".join(parts)), *_text_columns(text)))
+                notes.append(Note(line, "value", _clip(" | ".join(parts)), *_text_columns(text)))
     for record in records:
         if record.outcome == "pass":
             continue
@@ -203,7 +225,8 @@ def _failure_note(span: FunctionSpan, record: TestRecord, lines: Sequence[str]) 
         text = f"{name} {verb}: {message}" if message != record.outcome else f"{name} {verb}"
         if record.outcome == "fail" and record.returned:
             text += f" (returned {record.returned[-1]})" if "return" not in message else ""
-    return Note(line, "error", _clip(text), *_text_columns(lines[line] if line < len(lines) else ""))
+    severity = "warning" if record.outcome == "timeout" else "error"
+    return Note(line, severity, _clip(text), *_text_columns(lines[line] if line < len(lines) else ""))
 
 
 def _text_columns(text: str) -> tuple[int, int]:

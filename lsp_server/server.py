@@ -21,15 +21,17 @@ from pygls.uris import to_fs_path
 
 from engine import __version__
 from engine.errors import UserError
-from engine.project.locate import check_rest_parses
+from engine.project.locate import check_rest_parses, find_function
 from engine.project.testfile import TestSuite
 
-from lsp_server.analysis import Analysis, analyse, file_stamp
+from lsp_server.analysis import Analysis
 from lsp_server.backend import ModelInfo, make_backend
 from lsp_server.completion import GpuRunner, Outcome, Progress, Site, drive, site_at, task_fields
 from lsp_server.diagnostics import Note
 from lsp_server.discovery import discover_tests, read_file
 from lsp_server.hover import hover_markdown
+from lsp_server.live import LiveTests
+from lsp_server.views import register_views
 from lsp_server.settings import Settings, describe, parse_settings
 from lsp_server.status import LINE_METHOD, STATUS_METHOD, Status
 
@@ -39,7 +41,9 @@ COMMAND_COMPLETE = "egcfg.completeWithTests"
 COMMAND_CANCEL = "egcfg.cancel"
 COMMAND_TRACE = "egcfg.showTrace"
 COMMAND_STATUS = "egcfg.status"
-SEVERITY = {"information": types.DiagnosticSeverity.Information, "error": types.DiagnosticSeverity.Error}
+COMMAND_REGENERATE = "egcfg.regenerateFrom"
+SEVERITY = {"information": types.DiagnosticSeverity.Information, "hint": types.DiagnosticSeverity.Hint,
+            "warning": types.DiagnosticSeverity.Warning, "error": types.DiagnosticSeverity.Error}
 
 
 class EgcfgServer(LanguageServer):
@@ -54,8 +58,7 @@ class EgcfgServer(LanguageServer):
         self.model_loading: asyncio.Task | None = None
         self.gpu = GpuRunner()
         self.test_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="egcfg-tests")
-        self.analyses: dict[str, Analysis] = {}             # uri -> latest analysis
-        self.test_runs: dict[str, asyncio.Task] = {}        # uri -> pending/running test run
+        self.live = LiveTests(self)                         # test runs, their caches and analyses
         self.inline_generation: dict[str, int] = {}         # uri -> newest inline request number
         self.completion_bodies: dict[str, str] = {}         # uri -> last body offered (to see it accepted)
         self.run_ids = itertools.count(1)
@@ -269,10 +272,41 @@ class EgcfgServer(LanguageServer):
         self.completion_bodies[uri] = outcome.body
         return site, outcome
 
-    async def complete_for_command(self, uri: str, position: types.Position) -> dict:
-        """The answer of egcfg.completeWithTests (docs/protocol.md): the run with cancellable progress."""
+    async def wait_for_model(self) -> str:
+        """Wait while the model loads, under cancellable progress "loading model…"; "" once it is
+        ready, else why not (the load failed, or the user cancelled the wait)."""
+        token = None
+        try:
+            while not self.model and not self.model_error and self.model_loading is not None:
+                loading = self.model_loading
+                if token is None:
+                    self.set_status(state="loading", message=f"loading model… ({self.settings.model})", log_it=False)
+                    token = await self.begin_progress("egcfg", "loading model…", cancellable=True)
+                watch = self.work_done_progress.tokens.get(token) if token else None
+                waiting = [asyncio.ensure_future(asyncio.shield(loading))] + ([watch] if watch is not None else [])
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                waiting[0].cancel()
+                if watch is not None and watch.done() and not loading.done():
+                    return "cancelled"
+                if loading.done() and self.model_loading is loading:
+                    break
+        finally:
+            self.end_progress(token, "ready" if self.model else "stopped")
+        return "" if self.model else self.model_not_ready()
+
+    async def complete_for_command(self, uri: str, position: types.Position, regenerate: bool = False) -> dict:
+        """The answer of egcfg.completeWithTests and egcfg.regenerateFrom (docs/protocol.md): the run
+        with cancellable progress. While the model loads, the command waits for it."""
         if uri not in self.workspace.text_documents:
             return refused_answer(f"the document {uri} is not open")
+        why = await self.wait_for_model()
+        if why:
+            self.completion_refused(why, loud=why != "cancelled")
+            return refused_answer(why)
+        if uri not in self.workspace.text_documents:
+            return refused_answer(f"the document {uri} was closed")
+        if regenerate:
+            position = regenerate_position(self.workspace.get_text_document(uri).source, position.line)
         try:
             site, suite = self.completion_target(uri, position, loud=True)
         except UserError as error:
@@ -284,7 +318,7 @@ class EgcfgServer(LanguageServer):
             reason = "cancelled" if self.status.state != "error" else self.status.message
             return refused_answer(reason, total=len(suite.cases))
         self.completion_bodies[uri] = outcome.body
-        return command_answer(site, suite, outcome, run_id)
+        return command_answer(site, suite, outcome, run_id, self.workspace.get_text_document(uri).source)
 
     async def complete_with_progress(self, uri: str, version: int | None, position: types.Position, site: Site,
                                      suite: TestSuite, owner: str) -> tuple[Outcome | None, str]:
@@ -300,61 +334,6 @@ class EgcfgServer(LanguageServer):
             self.end_progress(token, "done")
 
     # --- tests, diagnostics ---------------------------------------------------------------------
-    def schedule_tests(self, uri: str, delay: float) -> None:
-        """Run the module's tests after `delay` seconds; a newer call (or edit) cancels this one."""
-        pending = self.test_runs.pop(uri, None)
-        if pending:
-            pending.cancel()
-        self.test_runs[uri] = asyncio.ensure_future(self.run_tests(uri, delay))
-
-    def cancel_tests(self, uri: str) -> None:
-        pending = self.test_runs.pop(uri, None)
-        if pending:
-            pending.cancel()
-
-    def cached_analysis(self, uri: str) -> Analysis | None:
-        """The analysis of the document's current text, if its test files did not change since."""
-        analysis = self.analyses.get(uri)
-        document = self.workspace.text_documents.get(uri)
-        if analysis is None or document is None or analysis.text != document.source:
-            return None
-        if file_stamp([path for path, _, _ in analysis.stamp]) != analysis.stamp:
-            return None
-        return analysis
-
-    async def run_tests(self, uri: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        document = self.workspace.text_documents.get(uri)
-        if document is None:
-            return
-        version, text = document.version, document.source
-        if len(text) > self.settings.max_file_bytes:
-            self.set_status(state=self.ready_state(), message=(
-                f"{os.path.basename(document.path or uri)} is larger than maxFileBytes: tests are not run"))
-            return
-        analysis = self.cached_analysis(uri)
-        if analysis is None:
-            settings, root, path = self.settings, self.root, document.path
-            run_tests = lambda jobs: self.backend.run_tests(settings, root, jobs)  # noqa: E731
-            loop = asyncio.get_running_loop()
-            try:
-                analysis = await loop.run_in_executor(
-                    self.test_pool, analyse, text, version, path, root, settings, self.read, run_tests)
-            except UserError as error:
-                self.set_status(state=self.ready_state(), message=f"tests not run: {error}")
-                return
-            except Exception as error:
-                log.exception("test run failed")
-                self.set_status(state=self.ready_state(), message=f"tests not run: {type(error).__name__}: {error}")
-                return
-        current = self.workspace.text_documents.get(uri)
-        if current is None or current.version != version:
-            return  # the document moved on: never publish for an outdated version
-        analysis.version = version
-        self.analyses[uri] = analysis
-        self.publish(uri, version, analysis.notes)
-        self.report_analysis(analysis)
-
     def report_analysis(self, analysis: Analysis) -> None:
         for problem in analysis.problems:
             self.log(problem)
@@ -364,14 +343,25 @@ class EgcfgServer(LanguageServer):
             message = "no tests found for the functions in this file"
         else:
             message = f"tests: {analysis.passed}/{analysis.total} pass"
-        self.set_status(state=self.ready_state(), message=message)
+        self.set_status(state=self.ready_state() if self.status.state != "running" else "running", message=message,
+                        log_it=False)
 
     def publish(self, uri: str, version: int | None, notes: list[Note]) -> None:
+        values = self.settings.value_diagnostics
+        diagnostics = [to_diagnostic(n, values) for n in notes if n.severity != "value" or values != "off"]
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=version, diagnostics=[to_diagnostic(n) for n in notes]))
+            uri=uri, version=version, diagnostics=diagnostics))
+
+    def refresh_views(self) -> None:
+        """Ask the client to fetch inlay hints and code lenses again (when it supports being asked)."""
+        workspace = self.client_capabilities.workspace
+        if workspace and workspace.inlay_hint and workspace.inlay_hint.refresh_support:
+            self.workspace_inlay_hint_refresh(None)
+        if workspace and workspace.code_lens and workspace.code_lens.refresh_support:
+            self.workspace_code_lens_refresh(None)
 
     def hover_text(self, uri: str, line: int) -> str | None:
-        analysis = self.cached_analysis(uri)
+        analysis = self.live.current(uri)
         if analysis is None:
             return None
         run = analysis.run_at(line)
@@ -398,11 +388,23 @@ class EgcfgServer(LanguageServer):
         self.backend.close()
 
 
-def to_diagnostic(note: Note) -> types.Diagnostic:
+def to_diagnostic(note: Note, values: str = "hint") -> types.Diagnostic:
     return types.Diagnostic(
         range=types.Range(start=types.Position(line=note.line, character=note.start),
                           end=types.Position(line=note.line, character=note.end or note.start + 1)),
-        message=note.message, severity=SEVERITY[note.severity], source="egcfg")
+        message=note.message, severity=SEVERITY[values if note.severity == "value" else note.severity], source="egcfg")
+
+
+def edited_lines(params: types.DidChangeTextDocumentParams) -> tuple[int, int]:
+    """The document lines an edit touched (after it): where the tests rerun first."""
+    first, last = 1 << 30, 0
+    for change in params.content_changes:
+        if isinstance(change, types.TextDocumentContentChangePartial):
+            first = min(first, change.range.start.line)
+            last = max(last, change.range.start.line + change.text.count("\n"))
+        else:
+            return 0, 1 << 30
+    return (first, last) if first <= last else (0, 0)
 
 
 def command_args(args: tuple) -> dict:
@@ -418,13 +420,26 @@ def refused_answer(reason: str, total: int = 0) -> dict:
     return {"code": "", "passed": 0, "total": total, "agent": "", "error": reason}
 
 
-def command_answer(site: Site, suite: TestSuite, outcome: Outcome, run_id: str) -> dict:
-    """egcfg.completeWithTests's answer: the body to put in place of `range`, and how it did."""
+def command_answer(site: Site, suite: TestSuite, outcome: Outcome, run_id: str, text: str) -> dict:
+    """The commands' answer: the body to put in place of `range` (from the start line to the end of
+    the function's old body), the text it replaces, and how it did."""
+    lines = text.splitlines(keepends=True)
+    end = max(site.insert_line, len(lines) - len(site.function.source_after.splitlines(keepends=True)))
     return {"code": outcome.body, "passed": outcome.passed, "total": outcome.total, "agent": outcome.agent,
             "requestId": run_id, "status": outcome.status, "seconds": round(outcome.seconds, 3),
-            "range": {"start": {"line": site.insert_line, "character": 0},
-                      "end": {"line": site.function.end_line, "character": 0}},
+            "range": {"start": {"line": site.insert_line, "character": 0}, "end": {"line": end, "character": 0}},
+            "replaced": "".join(lines[site.insert_line:end]), "function": site.function.name,
             "guided": bool(suite.cases), "note": suite.why_no_tests()}
+
+
+def regenerate_position(text: str, line: int) -> types.Position:
+    """Where egcfg.regenerateFrom starts: `line`, or the body's first line when `line` is above it
+    (the def, its signature, its docstring). UserError when no function contains the line."""
+    try:
+        function = find_function(text, line=line)
+    except UserError:
+        return types.Position(line=line, character=0)  # prepare() says why, in the usual words
+    return types.Position(line=max(line, function.body_line), character=0)
 
 
 def build_server(backend: Any = None) -> EgcfgServer:  # noqa: C901 (one registration per feature)
@@ -453,43 +468,43 @@ def build_server(backend: Any = None) -> EgcfgServer:  # noqa: C901 (one registr
         old = ls.apply_settings(params.settings)
         if old.engine_key() != ls.settings.engine_key():
             ls.start_model_load()
-        if old != ls.settings:
-            ls.analyses.clear()
+        if old.sandbox_key() != ls.settings.sandbox_key() or old.test_patterns != ls.settings.test_patterns:
+            ls.live.clear()
             for uri in list(ls.workspace.text_documents):
-                ls.schedule_tests(uri, 0)
+                ls.live.schedule(uri, 0)
+        elif old != ls.settings:  # only how results are shown changed
+            for uri in list(ls.workspace.text_documents):
+                if (analysis := ls.live.current(uri)) is not None:
+                    ls.live.publish(uri, analysis)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: EgcfgServer, params: types.DidChangeWatchedFilesParams) -> None:
         # a test file changed: the cached analyses that read it are stale (file_stamp sees it too)
         changed = {to_fs_path(c.uri) for c in params.changes}
-        for uri, analysis in list(ls.analyses.items()):
+        for uri, analysis in list(ls.live.analyses.items()):
             if changed & {path for path, _, _ in analysis.stamp}:
-                ls.analyses.pop(uri, None)
-                ls.schedule_tests(uri, ls.settings.debounce_ms / 1000)
+                ls.live.schedule(uri, ls.settings.debounce_ms / 1000)
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: EgcfgServer, params: types.DidOpenTextDocumentParams) -> None:
-        ls.schedule_tests(params.text_document.uri, 0)
+        ls.live.schedule(params.text_document.uri, 0)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: EgcfgServer, params: types.DidSaveTextDocumentParams) -> None:
-        ls.schedule_tests(params.text_document.uri, 0)
+        ls.live.on_saved(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: EgcfgServer, params: types.DidChangeTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.gpu.cancel(owner=f"inline:{uri}")  # its position is no longer valid
-        if ls.accepted_completion(uri, params):
-            ls.schedule_tests(uri, ls.settings.debounce_ms / 1000)
-        else:
-            ls.cancel_tests(uri)
+        ls.accepted_completion(uri, params)
+        ls.live.on_edited(uri, *edited_lines(params))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: EgcfgServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
-        ls.cancel_tests(uri)
+        ls.live.forget(uri)
         ls.gpu.cancel(owner=f"inline:{uri}")
-        ls.analyses.pop(uri, None)
         ls.publish(uri, None, [])
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -509,11 +524,17 @@ def build_server(backend: Any = None) -> EgcfgServer:  # noqa: C901 (one registr
         position = types.Position(line=int(request.get("line", 0)), character=int(request.get("character", 0)))
         return await ls.complete_for_command(request.get("uri", ""), position)
 
+    @server.command(COMMAND_REGENERATE)
+    async def regenerate_from(ls: EgcfgServer, *args):
+        request = command_args(args)
+        position = types.Position(line=int(request.get("line", 0)), character=0)
+        return await ls.complete_for_command(request.get("uri", ""), position, regenerate=True)
+
     @server.command(COMMAND_CANCEL)
     def cancel(ls: EgcfgServer, *args):
         cancelled = ls.gpu.cancel()
-        for uri in list(ls.test_runs):
-            ls.cancel_tests(uri)
+        for uri in list(ls.live.tasks):
+            ls.live.cancel(uri)
         return {"cancelled": cancelled}
 
     @server.command(COMMAND_TRACE)
@@ -532,6 +553,8 @@ def build_server(backend: Any = None) -> EgcfgServer:  # noqa: C901 (one registr
         if markdown is None:
             return None
         return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=markdown))
+
+    register_views(server)
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: EgcfgServer, *args) -> None:

@@ -17,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("auto", "4bit", "none")
 PRESETS = ("editor", "baseline", "paper")
 TRIGGERS = ("automatic", "manual")
+VALUE_DIAGNOSTICS = ("off", "hint", "information")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Settings:
     memory_mb: int = 1024                     # sandbox address space per test
     test_patterns: tuple[str, ...] = ()       # extra globs (relative to the workspace root) for test files
     trigger: str = "automatic"                # automatic: inline completion while typing; manual: on request only
-    value_diagnostics: bool = True            # the Information diagnostics with the values of each line
+    value_diagnostics: str = "hint"           # off | hint | information: the per-line value diagnostics' severity
+    value_hints: bool = True                  # the values of each line as inlay hints at its end
     debounce_ms: int = 300                    # wait after the last keystroke before an automatic completion/test run
     max_new_tokens: int = 512                 # token cap per agent for one body
     max_file_bytes: int = 2_000_000           # larger documents are not analysed (a clear status instead)
@@ -96,6 +98,12 @@ def _patterns(value: Any) -> tuple[str, ...]:
     return tuple(p.strip() for p in value)
 
 
+def _value_diagnostics(value: Any) -> str:
+    if isinstance(value, bool):  # the older boolean form: true showed them, false hid them
+        return "hint" if value else "off"
+    return _choice(VALUE_DIAGNOSTICS)(value)
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
@@ -112,7 +120,8 @@ CHECKS = {
     "memory_mb": _number(64, 1 << 20, int),
     "test_patterns": _patterns,
     "trigger": _choice(TRIGGERS),
-    "value_diagnostics": _flag,
+    "value_diagnostics": _value_diagnostics,
+    "value_hints": _flag,
     "debounce_ms": _number(0, 10_000, int),
     "max_new_tokens": _number(1, 8192, int),
     "max_file_bytes": _number(1_000, 1 << 30, int),

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lsp_server"))  # the shared harness
+
 from test_lsp_harness import REPO, server_env, write_script
 from test_lsp_protocol import make_project
 
@@ -31,7 +33,13 @@ DRIVER = textwrap.dedent('''\
       local bufnr = vim.api.nvim_get_current_buf()
       results.started = vim.wait(30000, function() return egcfg.client() ~= nil end, 50)
       results.ready = vim.wait(30000, function() return egcfg.status.state == "ready" end, 50)
-      results.has_diagnostics = vim.wait(30000, function() return #vim.diagnostic.get(bufnr) > 0 end, 50)
+      -- published function by function: wait for the last one (the division by zero)
+      results.has_diagnostics = vim.wait(30000, function()
+        for _, d in ipairs(vim.diagnostic.get(bufnr)) do
+          if d.message:find("ZeroDivisionError") then return true end
+        end
+        return false
+      end, 50)
       results.diagnostics = {}
       for _, d in ipairs(vim.diagnostic.get(bufnr)) do
         table.insert(results.diagnostics, { line = d.lnum, severity = d.severity, message = d.message })

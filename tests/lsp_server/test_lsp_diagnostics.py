@@ -80,13 +80,13 @@ def test_each_line_gets_each_tests_values_and_a_failure_gets_an_error_on_the_def
     records = fold_all(spans()["total"], cases, run(PROGRAM, [c.source for c in cases]))
     notes = notes_for_function(spans()["total"], records, PROGRAM.splitlines())
     by_line = {(n.line, n.severity): n.message for n in notes}
-    assert by_line[(2, "information")] == "t1: t=0 (int) | t2: t=0 (int)"
-    assert by_line[(4, "information")] == "t1: t=1, 3, 6 (int) 3× | t2: t=4, 9 (int) 2×"
-    assert by_line[(5, "information")] == "t1: returns 6 (int) | t2: returns 9 (int)"
-    assert "t1: x=1, 2, 3 (int)" in by_line[(3, "information")]
+    assert by_line[(2, "value")] == "t1: t=0 (int) | t2: t=0 (int)"
+    assert by_line[(4, "value")] == "t1: t=1, 3, 6 (int) 3× | t2: t=4, 9 (int) 2×"
+    assert by_line[(5, "value")] == "t1: returns 6 (int) | t2: returns 9 (int)"
+    assert "t1: x=1, 2, 3 (int)" in by_line[(3, "value")]
     error = by_line[(0, "error")]
     assert error.startswith("t2 (test_wrong) failed: assertion failed") and "returned 9 (int)" in error
-    assert (1, "information") not in by_line  # the docstring line
+    assert (1, "value") not in by_line  # the docstring line
     # values off: only the failure remains
     quiet = notes_for_function(spans()["total"], records, PROGRAM.splitlines(), values=False)
     assert [n.severity for n in quiet] == ["error"]
@@ -100,7 +100,7 @@ def test_an_exception_is_reported_on_the_line_that_raised():
     assert len(errors) == 1 and errors[0].line == 8
     assert errors[0].message == "t1 (test_zero) raised here: ZeroDivisionError: division by zero"
     assert (errors[0].start, errors[0].end) == (4, len("    q = a / b"))
-    info = {n.line: n.message for n in notes if n.severity == "information"}
+    info = {n.line: n.message for n in notes if n.severity == "value"}
     assert info[8] == "t1: raises ZeroDivisionError | t2: q=2.0 (float)"
 
 

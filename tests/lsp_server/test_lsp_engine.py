@@ -62,8 +62,9 @@ async def test_a_model_that_fails_to_load_leaves_a_working_server(tmp_path):
             command="egcfg.completeWithTests", arguments=[{"uri": uri, "line": 2, "character": 4}]))
         assert answer["code"] == "" and "no-such-model" in answer["error"]
         # diagnostics still come from the real sandbox
-        published = await rec.wait_for(lambda: (d := rec.latest_diagnostics(uri)) and d.diagnostics and d, what="diagnostics")
-        assert any("ZeroDivisionError" in d.message for d in published.diagnostics)
+        # (published function by function: wait for the one that raises)
+        await rec.wait_for(lambda: (d := rec.latest_diagnostics(uri)) and any(
+            "ZeroDivisionError" in x.message for x in d.diagnostics), what="diagnostics")
     finally:
         await stop(client, drainer)
 
@@ -79,8 +80,8 @@ async def test_a_test_file_that_hangs_at_import_times_out_with_a_clear_message(t
         uri = open_doc(client, tmp_path / "src" / "pkg" / "slow.py")
         published = await rec.wait_for(lambda: (d := rec.latest_diagnostics(uri)) and d.diagnostics and d,
                                        timeout=60, what="timeout diagnostics")
-        errors = [d for d in published.diagnostics if d.severity == types.DiagnosticSeverity.Error]
-        assert errors and errors[0].range.start.line == 0 and "timed out" in errors[0].message
+        warnings = [d for d in published.diagnostics if d.severity == types.DiagnosticSeverity.Warning]
+        assert warnings and warnings[0].range.start.line == 0 and "timed out" in warnings[0].message
         # and the server still answers
         other = open_doc(client, module)
         await rec.wait_for(lambda: rec.latest_diagnostics(other), what="other diagnostics")

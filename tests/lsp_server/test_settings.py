@@ -16,7 +16,7 @@ def test_nested_camel_case_values_are_parsed_and_typed():
     assert problems == []
     assert settings.device == "cpu" and settings.gammas == (0.0, 1.0, 3.0) and settings.test_seconds == 2.0
     assert settings.test_patterns == ("checks/*.py",) and settings.trigger == "manual"
-    assert settings.value_diagnostics is False and settings.debounce_ms == 50 and settings.memory_mb == 512
+    assert settings.value_diagnostics == "off" and settings.debounce_ms == 50 and settings.memory_mb == 512
 
 
 def test_snake_case_and_flat_keys_work_too():
