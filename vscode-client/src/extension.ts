@@ -14,7 +14,8 @@ import {
   type LanguageClientOptions,
   type ServerOptions,
 } from "vscode-languageclient/node";
-import { checkFailureMessage, checkServerInstalled, installCommand } from "./python";
+import { checkFailureMessage, checkServerInstalled } from "./python";
+import { registerSetup, type SetupFlow } from "./setup";
 import { expandPythonPath, needsRestart, serverSettings } from "./settings";
 import { clientStatusView, statusView, type ServerStatus, type StatusView } from "./status";
 import { StreamRegistry, samePosition, type CompletionLine, type Stream } from "./streams";
@@ -56,6 +57,8 @@ class EgcfgExtension implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [];
   private client: LanguageClient | undefined;
   private python = "";
+  private pythonRuns = false; // the last check found a working interpreter (setup may install into it)
+  setup: SetupFlow | undefined; // "Set up EG-CFG" (setup.ts)
   private starting: Promise<void> | undefined;
 
   constructor() {
@@ -97,7 +100,8 @@ class EgcfgExtension implements vscode.Disposable {
       const message = checkFailureMessage(python, check);
       this.log.error(message);
       this.showStatus(clientStatusView("missing", message));
-      void this.offerInstallHelp(message, check.reason === "not-installed");
+      this.pythonRuns = check.reason !== "no-interpreter";
+      void this.setup?.offer(message);
       return;
     }
 
@@ -174,17 +178,8 @@ class EgcfgExtension implements vscode.Disposable {
     return { python: "python3", source: "default" };
   }
 
-  private async offerInstallHelp(message: string, offerCopy: boolean): Promise<void> {
-    const copy = "Copy install command";
-    const settings = "Set egcfg.pythonPath";
-    const choice = await vscode.window.showErrorMessage(message, ...(offerCopy ? [copy] : []), settings, "Show log");
-    if (choice === copy) {
-      await vscode.env.clipboard.writeText(installCommand(this.python));
-    } else if (choice === settings) {
-      await vscode.commands.executeCommand("workbench.action.openSettings", "egcfg.pythonPath");
-    } else if (choice === "Show log") {
-      this.log.show(true);
-    }
+  currentPython(): { python: string; runs: boolean } {
+    return { python: this.python, runs: this.pythonRuns };
   }
 
   private currentServerSettings() {
@@ -598,7 +593,9 @@ interface PythonExtensionApi {
 let extension: EgcfgExtension | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
-  extension = new EgcfgExtension();
+  const created = new EgcfgExtension();
+  extension = created;
+  created.setup = registerSetup(vscode, context, { currentPython: () => created.currentPython(), restart: () => created.restart() });
   context.subscriptions.push(extension);
   void extension.start(); // activation does not wait for the server
 }

@@ -46,26 +46,16 @@ export function checkServerInstalled(python: string, timeoutMs = 30000, cwd?: st
   });
 }
 
-/** The command a user runs to install the server into an interpreter. */
-export function installCommand(python: string, repoPath?: string): string {
-  const target = repoPath ? `-e ${quote(repoPath)}` : "egcfg";
-  return `${quote(python)} -m pip install ${target}`;
-}
-
 /** One plain message for the notification shown when the check fails. */
 export function checkFailureMessage(python: string, check: Exclude<InstallCheck, { ok: true }>): string {
   switch (check.reason) {
     case "no-interpreter":
-      return `EG-CFG: Python interpreter ${check.detail}. Set "egcfg.pythonPath" to a Python 3.11+ that has egcfg installed.`;
+      return `EG-CFG: Python interpreter ${check.detail}. "Set up EG-CFG" installs the server into a new environment, or set "egcfg.pythonPath" to a Python 3.11+ that has egcfg.`;
     case "not-installed":
-      return `EG-CFG: ${check.detail}. Install it with: ${installCommand(python)} (or from a checkout: ${installCommand(python, "<path to egcfg>")}), then run "EG-CFG: Restart server".`;
+      return `EG-CFG: ${check.detail}. "Set up EG-CFG" installs the server (the wheel this extension carries) into a new environment or that interpreter.`;
     case "broken":
       return `EG-CFG: checking the egcfg package in "${python}" failed: ${check.detail}`;
   }
-}
-
-function quote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
 }
 
 function lastLine(text: string): string {

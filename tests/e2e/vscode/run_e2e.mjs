@@ -541,7 +541,7 @@ async function main() {
     const missing = await waitFor("the missing-package message", async () => {
       const status = await statusBarText(page);
       const toasts = (await page.locator(".notifications-toasts .notification-toast").allInnerTexts()).join(" | ");
-      return /EG-CFG not installed/.test(status) && /-m pip install egcfg/.test(toasts) ? toasts : false;
+      return /EG-CFG not installed/.test(status) && /Set up EG-CFG/.test(toasts) ? toasts : false; // the offer (setup.ts)
     }, 60000, 500);
     log(`missing package: ${missing.replace(/\s+/g, " ").slice(0, 300)}`);
     if (!missing.includes(join(bare, "bin/python"))) fail("the message should name the interpreter it checked");
