@@ -114,6 +114,15 @@ class ModuleProgram:
         return load_module(self.project, self.text).__dict__
 
 
+def session_memory_mb(task: dict):
+    """A pytest session holds a whole module's tests: its address-space limit is the project's
+    (the host sets it; the worker's cgroup still bounds the memory actually used)."""
+    project = task.get("project")
+    if not project or task.get("kind") != "pytest":
+        return None
+    return int(project.get("memory_mb") or 0) or None
+
+
 def trace_files(project: dict) -> dict:
     """Tracer file map: the edited module is the program; the tests are the test files."""
     files = {PROGRAM_FILE: PROGRAM, "<test>": TEST}

@@ -1,0 +1,189 @@
+"""A module's tests run the way pytest runs them, in the sandbox, with the project's interpreter.
+
+One pytest session per module (the module's test files plus the module itself for its doctests)
+runs in one sandboxed process: pytest is imported and configured once, the edited text is served
+for the module's name, and every test has its own time limit inside the session. What that costs
+and why it is the default: see docs/project-tests.md (a fresh pytest session per test costs 0.2 to
+0.7 s, mostly collection and assertion rewriting; one session per module pays that once).
+
+Time limits: a test that times out at the base limit is run again alone under a generous limit;
+what it then takes (on the user's current code) is remembered per test, and later runs give it
+twice that (plus a second). A timeout is always reported as a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from engine.execution.trace import Trace
+from engine.project.layout import ModuleLayout, module_layout
+
+SESSION_MARGIN = 30.0        # seconds a session may take beyond the sum it is expected to need
+SESSION_CAP = 600.0          # seconds one session may take at most
+SLOW_RETRY_SECONDS = 120.0   # the limit a timed-out test gets when it is measured alone
+SESSION_MEMORY_FACTOR = 4    # a session's address space, in per-test limits (pytest + a module's tests)
+PASSING = ("pass",)
+NOT_RUN = ("skip", "xfail")
+
+
+@dataclass
+class ProjectTest:
+    nodeid: str               # pytest's id: "tests/test_mathy.py::test_add[1-2]", "pkg/mathy.py::pkg.mathy.add"
+    outcome: str              # pass | fail | error | timeout | skip | xfail
+    message: str
+    seconds: float
+    file: str                 # the file the test is in (the module itself for a doctest)
+    line: int                 # 1-based line of the test there (0 when unknown)
+    trace: Trace | None = None
+    limit: float = 0.0        # the time limit it ran under
+
+    @property
+    def name(self) -> str:
+        """The part of the id after the file: "test_add[1-2]", "TestX::test_y", "pkg.mathy.add"."""
+        return self.nodeid.split("::", 1)[1] if "::" in self.nodeid else self.nodeid
+
+    @property
+    def is_doctest(self) -> bool:
+        return self.file.endswith(".py") and not os.path.basename(self.file).startswith("test") and "::" in self.nodeid \
+            and "." in self.name and "[" not in self.name and not self.name.startswith("Test")
+
+
+@dataclass
+class ProjectRun:
+    layout: ModuleLayout
+    tests: list[ProjectTest] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # collection errors, a broken conftest ...
+    seconds: float = 0.0
+
+    @property
+    def ran(self) -> list[ProjectTest]:
+        return [t for t in self.tests if t.outcome not in NOT_RUN]
+
+    @property
+    def passed(self) -> int:
+        return sum(t.outcome in PASSING for t in self.ran)
+
+
+class SlowTests:
+    """Per test, the seconds it took on the user's code when measured alone (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[tuple[str, str], float] = {}
+
+    def limit(self, rootdir: str, nodeid: str, base: float) -> float:
+        with self._lock:
+            measured = self._seconds.get((rootdir, nodeid))
+        return base if measured is None else max(base, 2 * measured + 1.0)
+
+    def record(self, rootdir: str, nodeid: str, seconds: float) -> None:
+        with self._lock:
+            self._seconds[(rootdir, nodeid)] = seconds
+
+    def limits(self, rootdir: str, base: float) -> dict[str, float]:
+        with self._lock:
+            known = [(n, s) for (r, n), s in self._seconds.items() if r == rootdir]
+        return {n: max(base, 2 * s + 1.0) for n, s in known}
+
+
+SLOW = SlowTests()
+
+
+def available(executor) -> bool:
+    """Whether the executor's interpreter has pytest (else callers keep egcfg's own test reading)."""
+    interpreter = getattr(executor, "interpreter", None)
+    if interpreter is not None:
+        return bool(interpreter.pytest)
+    try:
+        import pytest  # noqa: F401 - egcfg's own environment runs the tests
+
+        return True
+    except ImportError:
+        return False
+
+
+def project_dict(layout: ModuleLayout, test_files: Sequence[str], test_seconds: float, *,
+                 nodeids: Sequence[str] = (), limits: dict | None = None, doctests: bool = True,
+                 seconds: float | None = None, memory_mb: int = 0) -> dict:
+    """What the sandbox's project runner needs (plain data; see engine/execution/sandbox/project.py)."""
+    return {**layout.to_dict(), "kind": "pytest", "test_files": [os.path.realpath(f) for f in test_files],
+            "nodeids": list(nodeids), "doctests": doctests, "test_seconds": test_seconds,
+            "limits": dict(limits or {}), "seconds": seconds or SESSION_CAP, "memory_mb": memory_mb}
+
+
+def run_module(executor, module_path: str, text: str, workspace_root: str | None, test_files: Sequence[str], *,
+               trace: bool = True, slow: SlowTests = SLOW) -> ProjectRun:
+    """Every test of the module's test files, and the module's doctests, against `text`."""
+    from engine.execution.executor import Job
+
+    layout = module_layout(module_path, workspace_root)
+    base = executor.limits.test_seconds
+    limits = slow.limits(layout.rootdir, base)
+    budget = min(SESSION_CAP, executor.limits.job_seconds + sum(limits.values()) + SESSION_MARGIN)
+    project = project_dict(layout, test_files, base, limits=limits, seconds=budget,
+                           memory_mb=SESSION_MEMORY_FACTOR * executor.limits.memory_mb)
+    result = executor.run(Job(program=text, tests=("pytest session",), project=project, trace=trace)).tests[0]
+    run = ProjectRun(layout, seconds=result.seconds)
+    if result.details is None:
+        run.problems.append(f"the pytest session failed: {result.message or result.outcome}")
+        return run
+    run.tests = _tests(result.details, base, limits)
+    run.problems += _problems(result.details)
+    _retry_timeouts(executor, run, text, test_files, base, trace, slow)
+    return run
+
+
+def _tests(details: dict, base: float, limits: dict) -> list[ProjectTest]:
+    out = []
+    for entry in details.get("tests") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("nodeid"), str):
+            continue
+        trace = None
+        if isinstance(entry.get("trace"), str):
+            try:
+                trace = Trace.from_dict(json.loads(entry["trace"]))
+            except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+                trace = None
+        nodeid = entry["nodeid"]
+        out.append(ProjectTest(nodeid, str(entry.get("outcome") or "error"), str(entry.get("message") or "")[:600],
+                               float(entry.get("seconds") or 0.0), str(entry.get("file") or ""),
+                               int(entry.get("line") or 0), trace, limits.get(nodeid, base)))
+    return out
+
+
+def _problems(details: dict) -> list[str]:
+    problems = []
+    if details.get("setup_error"):
+        problems.append(f"pytest could not run: {details['setup_error']}")
+    for error in details.get("collect_errors") or []:
+        if isinstance(error, dict):
+            message = str(error.get("message") or "").strip().splitlines()
+            problems.append(f"{error.get('nodeid') or 'collection'}: {message[-1] if message else 'could not be collected'}"[:400])
+    return problems
+
+
+def _retry_timeouts(executor, run: ProjectRun, text: str, test_files, base: float, trace: bool, slow: SlowTests) -> None:
+    """Each test that timed out at its limit runs alone under a generous one; its time is remembered."""
+    from engine.execution.executor import Job
+
+    timed_out = [t for t in run.tests if t.outcome == "timeout" and t.limit < SLOW_RETRY_SECONDS]
+    if not timed_out:
+        return
+    jobs = [Job(program=text, tests=("pytest session",), trace=trace,
+                project=project_dict(run.layout, test_files, base, nodeids=[t.nodeid],
+                                     limits={t.nodeid: SLOW_RETRY_SECONDS}, seconds=SLOW_RETRY_SECONDS + SESSION_MARGIN,
+                                     memory_mb=SESSION_MEMORY_FACTOR * executor.limits.memory_mb))
+            for t in timed_out]
+    for test, result in zip(timed_out, executor.map(jobs)):
+        again = _tests(result.tests[0].details or {}, base, {test.nodeid: SLOW_RETRY_SECONDS})
+        match = next((t for t in again if t.nodeid == test.nodeid), None)
+        if match is None:
+            continue
+        if match.outcome != "timeout":
+            slow.record(run.layout.rootdir, test.nodeid, match.seconds)
+            match.limit = slow.limit(run.layout.rootdir, test.nodeid, base)
+        run.tests[run.tests.index(test)] = match
