@@ -282,11 +282,13 @@ class EgcfgServer(LanguageServer):
                 if token is None:
                     self.set_status(state="loading", message=f"loading model… ({self.settings.model})", log_it=False)
                     token = await self.begin_progress("egcfg", "loading model…", cancellable=True)
-                watch = self.work_done_progress.tokens.get(token) if token else None
-                waiting = [asyncio.ensure_future(asyncio.shield(loading))] + ([watch] if watch is not None else [])
+                watch = self.work_done_progress.tokens.get(token) if token else None  # cancelled by the user
+                waiting = [asyncio.ensure_future(asyncio.shield(loading))]
+                if watch is not None:
+                    waiting.append(asyncio.wrap_future(watch))
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 waiting[0].cancel()
-                if watch is not None and watch.done() and not loading.done():
+                if watch is not None and watch.cancelled() and not loading.done():
                     return "cancelled"
                 if loading.done() and self.model_loading is loading:
                     break
