@@ -28,12 +28,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 
-RANDOM_CONFIGS = {
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-    "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4),
-    "medium": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=16, num_attention_heads=16,
-                   num_key_value_heads=8),
-}
+from engine.generation.random_models import RANDOM_CONFIGS  # noqa: E402  (names for --random-config)
 
 SIGNAL_SAMPLE = """# candidate 1:
 ```python
@@ -61,8 +56,10 @@ TESTS = ("assert add_all([1, 2, 3]) == 6", "assert add_all([]) == 0", "assert ad
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", metavar="ID_OR_DIR", help="hub id or model folder (e.g. one from `egcfg dev tiny-model`)")
-    source.add_argument("--random-config", choices=sorted(RANDOM_CONFIGS),
-                        help="a random-weight Llama built at run time with the tiny tokenizer")
+    source.add_argument("--random-config", choices=list(RANDOM_CONFIGS),
+                        help="a random-weight model built at run time with the tiny tokenizer (small shapes, or "
+                             "the published shapes of Qwen2.5-Coder 1.5B/7B and DeepSeek-Coder 6.7B)")
+    parser.add_argument("--layers", type=int, default=0, help="cut a random config to this many layers (tests)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     parser.add_argument("--quantization", default="auto", choices=["auto", "4bit", "none"])
@@ -79,26 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------------
 # Inputs
 
-def random_model(name: str, device: str, dtype: str):
-    """A random Llama of the named size with the tiny model's offline tokenizer, as a LoadedModel."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+def random_model(name: str, device: str, dtype: str, quantization: str = "none", layers: int | None = None):
+    """A random-weight model of the named shape with the tiny model's offline tokenizer, as a LoadedModel."""
+    from engine.generation.random_models import random_model as build
 
-    from engine.generation.models import LoadedModel, choose_device, choose_dtype
-    from engine.generation.tiny import build_tokenizer
-
-    device = choose_device(device)
-    dtype = choose_dtype(dtype, device)
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=16384, tie_word_embeddings=False,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         **RANDOM_CONFIGS[name])
-    torch.manual_seed(0)
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype).to(device).eval()
-    model.requires_grad_(False)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=f"random-{name}", device=str(model.device),
-                       dtype=dtype, quantized=False)
+    return build(name, device=device, dtype=dtype, quantization=quantization, layers=layers)
 
 
 def build_inputs(tokenizer, prompt_tokens: int, signal_tokens: int) -> tuple[list[int], int, list[int]]:
@@ -296,7 +278,8 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.random_config:
-        loaded = random_model(args.random_config, args.device, args.dtype)
+        loaded = random_model(args.random_config, args.device, args.dtype,
+                              "4bit" if args.quantization == "4bit" else "none", args.layers or None)
     else:
         from engine.generation.models import load_model
 

@@ -18,6 +18,7 @@ COMMANDS = [
     (("doctor",), "engine.cli.doctor", "show what this machine offers (GPU, 4-bit, sandbox, model cache)"),
     (("bench", "validate"), "engine.bench.validate", "run every reference solution of a data set through the executor"),
     (("bench", "speed"), "engine.bench.speed", "measure guided decoding speed against plain greedy and the naive loop"),
+    (("bench", "replay"), "engine.bench.replay", "replay reference solutions through the agent loop: cost per line, paper vs fast"),
     (("bench", "accuracy"), "engine.bench.accuracy", "score the engine on MBPP / HumanEval (and their ET tests)"),
     (("dev", "tiny-model"), "engine.generation.tiny", "build a tiny random-weight model and tokenizer for tests"),
 ]
