@@ -49,6 +49,7 @@ class Row:
     input is its last id (or the agent's pending token while it has none)."""
     generator: torch.Generator
     ids: list[int] = field(default_factory=list)
+    slot_row: int = 0         # its row in the pool's cache
     filled: int = 0           # slots of the pool's cache that hold this row's sequence
     position: int = 0         # its next RoPE position
     ended: str = ""           # "" while it samples, else why it stopped (Candidate.ended)
@@ -81,15 +82,17 @@ def new_row(pool: Pool, seed: int, device) -> Row:
 def refill(dec: Decoding, pool: Pool, rows: int, seed: int, room: int) -> None:
     """Bring the pool to `rows` rows for the next line: kept rows stay (with their slots), new
     rows are branched from the unconditional cache; all of them in one cache."""
-    kept = [(row, index) for index, row in enumerate(pool.rows)][:rows]
+    kept = pool.rows[:rows]
     fresh = [new_row(pool, seed, dec.model.device) for _ in range(rows - len(kept))]
     uncond = dec.uncond
-    parts = [(pool.kv, index, row.filled, row.position) for row, index in kept]
+    parts = [(pool.kv, row.slot_row, row.filled, row.position) for row in kept]
     for row in fresh:
         row.filled, row.position = uncond.length, int(uncond.positions[0])
         parts.append((uncond, 0, row.filled, row.position))
-    pool.rows = [row for row, _ in kept] + fresh
+    pool.rows = kept + fresh
     pool.kv = merge_rows(parts, room)   # each row's slots past `filled` are masked from here on
+    for index, row in enumerate(pool.rows):
+        row.slot_row = index
 
 
 def advance(pool: Pool, line_ids: Sequence[int]) -> int:
