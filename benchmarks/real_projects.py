@@ -61,7 +61,7 @@ def main() -> int:
     for root_text in args.roots:
         root = Path(root_text).resolve()
         python = interpreter.select(str(root))
-        limits = Limits(test_seconds=args.timeout, job_seconds=max(60.0, args.timeout * 4))
+        limits = Limits(test_seconds=args.timeout, job_seconds=max(60.0, args.timeout * 4), max_processes=project_run.PROCESSES)
         with Executor(workers=args.workers, limits=limits, project_root=str(root), python=python) as executor:
             for module in modules_of(root):
                 if wanted and module.name not in wanted and str(module.relative_to(root)) not in wanted:

@@ -25,6 +25,7 @@ from engine.project.layout import ModuleLayout, module_layout
 SESSION_MARGIN = 30.0        # seconds a session may take beyond the sum it is expected to need
 SESSION_CAP = 600.0          # seconds one session may take at most
 SLOW_RETRY_SECONDS = 120.0   # the limit a timed-out test gets when it is measured alone
+PROCESSES = 512              # processes/threads per worker a project's tests may start (100-thread tests exist)
 SESSION_MEMORY_FACTOR = 4    # a session's address space, in per-test limits (pytest + a module's tests)
 PASSING = ("pass",)
 NOT_RUN = ("skip", "xfail")
@@ -134,7 +135,30 @@ def run_module(executor, module_path: str, text: str, workspace_root: str | None
     run.tests = _tests(result.details, base, limits)
     run.problems += _problems(result.details)
     _retry_timeouts(executor, run, text, test_files, base, trace, slow)
+    if trace:
+        _confirm_untraced(executor, run, text, test_files, base, limits)
     return run
+
+
+def _confirm_untraced(executor, run: ProjectRun, text: str, test_files, base: float, limits: dict) -> None:
+    """The verdict must not depend on the tracer (it keeps values alive a little longer, which a test
+    of garbage collection can see): tests that failed traced run once more untraced, and that
+    verdict stands; the traced run's trace is kept."""
+    from engine.execution.executor import Job
+
+    failed = [t for t in run.tests if t.outcome in ("fail", "error")]
+    if not failed:
+        return
+    wanted = {t.nodeid: t for t in failed}
+    project = project_dict(run.layout, test_files, base, nodeids=list(wanted), limits=limits,
+                           seconds=min(SESSION_CAP, executor.limits.job_seconds + SESSION_MARGIN),
+                           memory_mb=SESSION_MEMORY_FACTOR * executor.limits.memory_mb)
+    result = executor.run(Job(program=text, tests=("pytest session",), project=project, trace=False)).tests[0]
+    for again in _tests(result.details or {}, base, limits):
+        before = wanted.get(again.nodeid)
+        if before is not None and again.outcome != before.outcome:
+            again.trace = before.trace
+            run.tests[run.tests.index(before)] = again
 
 
 def _tests(details: dict, base: float, limits: dict) -> list[ProjectTest]:

@@ -35,7 +35,7 @@ PROGRAM_FILE = "<program>"
 MAX_MESSAGE = 600
 MAX_TRACE_EVENTS = 400          # per test in a batch (a single test gets the tracer's default)
 MAX_TRACES_TEXT = 12 << 20      # all traces of one batch together, as JSON text
-PYTEST_ARGS = ("-p", "no:cacheprovider", "-q", "-o", "console_output_style=classic", "--doctest-modules")
+PYTEST_ARGS = ("-p", "no:cacheprovider", "-q", "-o", "console_output_style=classic")
 
 
 class TestTimeLimit(BaseException):
@@ -345,8 +345,11 @@ def run_pytest(task: dict, tracer_class) -> dict:
         targets.append(project["path"])
     status = -1
     setup_error = ""
+    plugins = [recorder, _Wrapper(recorder.runtest_call_wrapper())]
+    if project.get("doctests") and not project.get("nodeids"):
+        plugins.append(_ModuleDoctests(project["path"]))
     try:
-        status = int(pytest.main(args + targets, plugins=[recorder, _Wrapper(recorder.runtest_call_wrapper())]))
+        status = int(pytest.main(args + targets, plugins=plugins))
     except SystemExit as error:
         status = error.code if isinstance(error.code, int) else -1
     except BaseException as error:  # noqa: BLE001 - pytest itself failed (a broken conftest, say)
@@ -356,6 +359,30 @@ def run_pytest(task: dict, tracer_class) -> dict:
     result["project"] = json.dumps({"tests": recorder.summary(), "collect_errors": recorder.collect_errors,
                                     "exit": status, "setup_error": setup_error})
     return result
+
+
+class _ModuleDoctests:
+    """The edited module's doctests (pytest's doctest plugin: the standard library's parser, runner
+    and checker, with the doctest_optionflags of the project's configuration), whether or not the
+    project runs pytest with --doctest-modules; the module's other contents are no tests."""
+
+    def __init__(self, path: str):
+        self.path = os.path.realpath(path)
+
+    def _is_module(self, path) -> bool:
+        return os.path.realpath(str(path)) == self.path
+
+    def pytest_collect_file(self, parent, file_path):
+        if self._is_module(file_path) and not parent.config.getoption("doctestmodules", False):
+            from _pytest.doctest import DoctestModule
+
+            return DoctestModule.from_parent(parent, path=file_path)
+        return None
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        from _pytest.doctest import DoctestItem
+
+        items[:] = [item for item in items if isinstance(item, DoctestItem) or not self._is_module(_item_file(item))]
 
 
 class _Wrapper:
