@@ -5,24 +5,20 @@ tracer when asked. Its result leaves on the result channel as one marshal frame.
 from __future__ import annotations
 
 import ast
+import gc
 import os
 import resource
 import signal
 import sys
 
-from . import project
-from .channel import send_result
-from .encode import encode_leaf
-from .pristine import PRISTINE_BUILTINS, ModuleType, exc_traceback, is_instance, setrecursionlimit, settrace
-from .pristine import exact_type as _type
-from .pristine import length as _len
-from .pristine import to_str as _str
-from .pristine import type_name as _type_name
+from . import confine, encode, project
+from .channel import RESULT_FD, RESULT_MAGIC, send_result
+from .encode import TimeLimitExceeded
+from .pristine import PRISTINE_BUILTINS, ModuleType, dumps, exit_now, setrecursionlimit, settrace, write
 from .spawn import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, libc
 
-
-class TimeLimitExceeded(BaseException):
-    """Raised in T by the supervisor's SIGUSR1 at the deadline, so a partial trace can be sent."""
+PACKAGE = __name__.rpartition(".")[0]  # _egcfg_sandbox: leaves sys.modules before candidate code runs
+_function_type = type(lambda: None)
 
 
 _LEAF_CACHE: dict = {}
@@ -52,7 +48,7 @@ def cached_leaves(task: dict):
 def child(task, config, out_w, res_w, nonce, tracer_class) -> None:
     os.setsid()  # its own session and group: kill(0, ...) reaches only the candidate's processes
     _prepare_fds(out_w, res_w)
-    _apply_limits(config, float(task["timeout"]))
+    _apply_limits(config, float(task["timeout"]), project.session_memory_mb(task))
     drop_uid = config.get("drop_uid")
     if drop_uid is not None:
         os.setgroups([])
@@ -66,9 +62,140 @@ def child(task, config, out_w, res_w, nonce, tracer_class) -> None:
     os.chdir(config["cwd"])
     signal.signal(signal.SIGUSR1, _on_soft_timeout)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        confine.confine(config)
+    except OSError as error:  # a promised protection is missing: run nothing
+        refusal = ("SandboxError", f"the sandbox could not confine the test: {error}"[:300], "", 0)
+        send_result({"error": refusal, "leaves": (), "block": None, "trace": None, "interrupted": False}, nonce)
     sys.setrecursionlimit(1000)  # Python's default, as the candidate would get on its own
-    result = run_candidate(task, tracer_class)
-    send_result(result, nonce)
+    if task.get("project") and task["kind"] == "pytest":  # the project's own pytest runs the tests
+        send_result(project.run_pytest(task, tracer_class), nonce)
+    run_sealed(_seal(task, tracer_class, nonce))
+
+
+def _seal(task: dict, tracer_class, nonce: bytes) -> tuple:
+    """Everything the run and the report need, as one immutable tuple, taken before any candidate
+    code runs. Then the worker's modules leave sys.modules (``__main__`` becomes the candidate's
+    module) and every object made so far is frozen out of the collector's lists, so candidate code
+    finds none of the runner's functions through modules or ``gc.get_objects``/``get_referrers``."""
+    module = ModuleType("candidate")  # a real module: code that looks itself up (dataclasses, pickle) works
+    # A project's program is the module of its package, imported as Python would (project.py).
+    loader = project.ModuleProgram(task["project"], task["program"]) if task.get("project") else None
+    leaves = task.get("leaves") or ()
+    flags = tuple((bool(leaf[2]), bool(leaf[3])) for leaf in leaves)
+    kit = (task["kind"], task["program"], task.get("setup") or "", task.get("test") or "",
+           tuple(task.get("compiled_leaves") or ()), tuple((leaf[0], leaf[1]) for leaf in leaves), flags,
+           bool(task.get("trace")) and tracer_class is not None, tracer_class, nonce, module,
+           tuple(PRISTINE_BUILTINS.items()), encode.sealed_parts(), sys.stdout, sys.stderr, loader,
+           (compile, exec, eval, dict, type, tuple, Exception, _function_type, dumps, write, exit_now,
+            settrace, setrecursionlimit, compile_leaf, TimeLimitExceeded, len, RESULT_MAGIC, RESULT_FD, BaseException))
+    for name in [name for name in sys.modules if name == PACKAGE or name.startswith(PACKAGE + ".")]:
+        del sys.modules[name]
+    sys.modules["candidate"] = sys.modules["__main__"] = module
+    gc.collect()
+    gc.freeze()
+    return kit
+
+
+def run_sealed(kit: tuple) -> None:
+    """Program, setup and test (or each leaf) in the candidate module's globals, then the report on
+    the result channel; never returns. It uses only its locals and the sealed tuple: no globals,
+    nothing reachable from a module. After each piece of candidate code it rebuilds the encoder
+    from encode.sealed_parts() in a fresh dict, and every encoded leaf becomes marshal bytes at
+    once, so candidate code that runs later cannot change what an earlier leaf reported."""
+    (kind, program_text, setup_text, test_text, compiled_leaves, leaf_sources, flags, traced, tracer_class,
+     nonce, module, builtins_items, parts, stdout, stderr, loader, tools) = kit
+    (compile_, exec_, eval_, dict_, type_, tuple_, exception, function, dumps_, write_, exit_,
+     settrace_, setrecursionlimit_, compile_leaf_, time_limit, len_, magic, result_fd, any_error) = tools
+    codes, constants, exact, encoder_builtins = parts
+    namespace = module.__dict__
+    namespace["__builtins__"] = dict_(builtins_items)
+    error, blobs, block, trace, interrupted, tracer = None, (), None, None, False, None
+    steps = ()
+    try:
+        steps = (("exec", compile_(program_text, "<program>", "exec", dont_inherit=True)),)
+        if setup_text:
+            steps += (("setup", compile_(setup_text, "<test>", "exec", dont_inherit=True)),)
+        if kind == "block":
+            steps += (("block", compile_(test_text, "<test>", "exec", dont_inherit=True)),)
+        else:
+            leaves = compiled_leaves or tuple_(compile_leaf_(source, line) for source, line in leaf_sources)
+            steps += tuple_(("leaf", code) for code in leaves)
+    except any_error as exc:  # noqa: BLE001 - syntax errors of program or test
+        steps, outcome = (), exc
+        error = "compile"
+    if traced:
+        try:
+            tracer = tracer_class({"<program>": "program", "<test>": "test"})
+            tracer.__enter__()
+        except any_error:  # noqa: BLE001 - run untraced rather than not at all
+            tracer = None
+    position = 0
+    for step, code in steps:
+        outcome = None
+        try:
+            if step == "leaf":
+                outcome = ("value", eval_(code, namespace))
+            elif step == "exec" and loader is not None:
+                namespace = loader.load()
+            else:
+                exec_(code, namespace)
+        except any_error as exc:  # noqa: BLE001
+            outcome = exc
+        if step == "exec":
+            namespace["__builtins__"] = dict_(builtins_items)  # the test sees unpatched builtins
+        # Fresh encoder functions, in a fresh dict, from the sealed code objects.
+        fresh = dict_(constants)
+        fresh["__builtins__"] = dict_(encoder_builtins)
+        fresh["_EXACT"] = dict_(exact)
+        fresh["Refused"] = type_("Refused", (exception,), {})
+        for name, function_code in codes:
+            fresh[name] = function(function_code, fresh)
+        if type_(outcome) is tuple_:  # a leaf's value
+            iterate, truth = flags[position]
+            blobs += (dumps_(fresh["encode_leaf"](outcome[1], iterate, truth)),)
+        elif outcome is not None:
+            if type_(outcome) is time_limit:
+                interrupted = True
+            if step == "leaf":
+                blobs += (dumps_(("raise", fresh["describe"](outcome))),)
+            elif step == "block":
+                block = fresh["describe"](outcome)
+            else:
+                error = fresh["describe"](outcome)
+        elif step == "block":
+            block = "ok"
+        fresh = outcome = None
+        position += step == "leaf"
+        if error is not None or interrupted:
+            break
+    if error == "compile":
+        fresh = dict_(constants)
+        fresh["__builtins__"] = dict_(encoder_builtins)
+        for name, function_code in codes:
+            fresh[name] = function(function_code, fresh)
+        error = fresh["describe"](outcome)
+    setrecursionlimit_(10_000)
+    if tracer is not None:
+        try:
+            tracer.__exit__(None, None, None)
+            trace = tracer.result()
+        except any_error:  # noqa: BLE001 - a broken trace is no verdict
+            trace = None
+    settrace_(None)
+    for stream in (stdout, stderr):
+        try:
+            stream.flush()
+        except any_error:  # noqa: BLE001 - the candidate may have closed it
+            pass
+    try:
+        payload = dumps_({"error": error, "leaves": blobs, "block": block, "trace": trace, "interrupted": interrupted})
+    except any_error:  # noqa: BLE001 - e.g. an odd trace: send the verdict without it
+        payload = dumps_({"error": error, "leaves": blobs, "block": block, "trace": None, "interrupted": interrupted})
+    view = magic + nonce + len_(payload).to_bytes(4, "big") + payload
+    while view:
+        view = view[write_(result_fd, view):]
+    exit_(0)
 
 
 def _prepare_fds(out_w: int, res_w: int) -> None:
@@ -85,9 +212,9 @@ def _prepare_fds(out_w: int, res_w: int) -> None:
         pass
 
 
-def _apply_limits(config: dict, timeout: float) -> None:
+def _apply_limits(config: dict, timeout: float, memory_mb=None) -> None:
     limits = config["limits"]
-    memory = int(limits["memory_mb"]) << 20
+    memory = int(memory_mb or limits["memory_mb"]) << 20
     cpu = int(timeout) + 2
     file_size = int(limits["file_size_mb"]) << 20
     for which, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, cpu),
@@ -116,127 +243,7 @@ def _on_soft_timeout(signum, frame):
     raise TimeLimitExceeded()
 
 
-def run_candidate(task: dict, tracer_class) -> dict:
-    """Program, setup and test (or leaves) in the candidate module's globals; plain-data result."""
-    stdout, stderr = sys.stdout, sys.stderr
-    compile_, exec_, eval_ = compile, exec, eval
-    result = {"error": None, "leaves": [], "block": None, "trace": None, "interrupted": False}
-    if task.get("project") and task["kind"] == "pytest":  # the project's own pytest runs the tests
-        return project.run_pytest(task, tracer_class)
-    # A real module, so code that looks itself up (dataclasses, pickle, typing) works.
-    module = ModuleType("candidate")
-    sys.modules["candidate"] = module
-    namespace = module.__dict__
-    namespace["__builtins__"] = dict(PRISTINE_BUILTINS)
-    try:
-        program = compile_(task["program"], "<program>", "exec", dont_inherit=True)
-        if task.get("project"):  # the program is the module of its package, imported as Python would
-            program = project.ModuleProgram(task["project"], task["program"])
-        setup = compile_(task["setup"], "<test>", "exec", dont_inherit=True) if task.get("setup") else None
-        if task["kind"] == "block":
-            tests = [compile_(task["test"], "<test>", "exec", dont_inherit=True)]
-        else:
-            tests = task.get("compiled_leaves") or [compile_leaf(source, line) for source, line, _ in task["leaves"]]
-    except BaseException as error:  # noqa: BLE001 - syntax errors of program or test
-        result["error"] = describe(error)
-        return result
-    tracer = None
-    if task.get("trace") and tracer_class is not None:
-        try:
-            tracer = tracer_class({"<program>": "program", "<test>": "test"})
-            tracer.__enter__()
-        except BaseException:  # noqa: BLE001 - run untraced rather than not at all
-            tracer = None
-    try:
-        try:
-            if task.get("project"):
-                namespace = program.load()
-            else:
-                exec_(program, namespace)
-            namespace["__builtins__"] = dict(PRISTINE_BUILTINS)  # the test sees unpatched builtins
-            if setup is not None:
-                exec_(setup, namespace)
-        except BaseException as error:  # noqa: BLE001
-            result["error"] = describe(error)
-            result["interrupted"] = _type(error) is TimeLimitExceeded
-        else:
-            if task["kind"] == "block":
-                result["block"] = _run_block(tests[0], namespace, exec_, result)
-            else:
-                _run_leaves(tests, task["leaves"], namespace, eval_, result)
-    finally:
-        setrecursionlimit(10_000)
-        if tracer is not None:
-            try:
-                tracer.__exit__(None, None, None)
-                result["trace"] = tracer.result()
-            except BaseException:  # noqa: BLE001 - a broken trace is no verdict
-                result["trace"] = None
-        settrace(None)
-        for stream in (stdout, stderr):
-            try:
-                stream.flush()
-            except BaseException:  # noqa: BLE001 - the candidate may have closed it
-                pass
-    return result
-
-
 def compile_leaf(source: str, line: int):
     tree = ast.parse("(" + source + ")", "<test>", "eval")
     ast.increment_lineno(tree, line - 1)
     return compile(tree, "<test>", "eval", dont_inherit=True)
-
-
-def _run_block(code, namespace, exec_, result):
-    try:
-        exec_(code, namespace)
-        return "ok"
-    except BaseException as error:  # noqa: BLE001
-        result["interrupted"] = _type(error) is TimeLimitExceeded
-        return describe(error)
-
-
-def _run_leaves(codes, leaves, namespace, eval_, result):
-    out = result["leaves"]
-    for code, (_, _, iterate, truth) in zip(codes, leaves):
-        try:
-            value = eval_(code, namespace)
-            out.append(encode_leaf(value, iterate, truth))
-        except TimeLimitExceeded as error:
-            result["interrupted"] = True
-            out.append(("raise", describe(error)))
-            return
-        except BaseException as error:  # noqa: BLE001
-            out.append(("raise", describe(error)))
-
-
-def describe(error) -> tuple:
-    """(type name, bounded message, "program"|"test"|"", line) of an exception raised in T."""
-    try:
-        kind = _type_name(_type(error))
-    except BaseException:  # noqa: BLE001
-        kind = "Exception"
-    if _type(error) is TimeLimitExceeded:
-        return ("TimeoutError", "interrupted at the time limit", "", 0)
-    try:
-        message = _str(error)
-        message = message if _type(message) is str else ""
-    except BaseException:  # noqa: BLE001 - a __str__ that raises
-        message = "<unprintable message>"
-    if _len(message) > 300:
-        message = message[:300] + "..."
-    file, line = "", 0
-    if is_instance(error, SyntaxError):
-        filename = error.filename if _type(error.filename) is str else ""
-        file, line = filename.strip("<>"), error.lineno if _type(error.lineno) is int else 0
-        message = error.msg if _type(error.msg) is str else message
-    try:
-        tb = exc_traceback(error)
-        while tb is not None:
-            name = tb.tb_frame.f_code.co_filename
-            if name in ("<program>", "<test>"):
-                file, line = name.strip("<>"), tb.tb_lineno
-            tb = tb.tb_next
-    except BaseException:  # noqa: BLE001
-        pass
-    return (kind[:100], message, file if file in ("program", "test") else "", line or 0)

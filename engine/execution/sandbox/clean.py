@@ -9,6 +9,7 @@ import json
 from .encode import MAX_DEPTH, MAX_INT_BITS, MAX_NODES, MAX_TEXT
 from .pristine import exact_type as _type
 from .pristine import length as _len
+from .pristine import loads
 
 MAX_TRACE_JSON = 8 << 20
 MAX_PROJECT_JSON = 24 << 20
@@ -21,11 +22,14 @@ def clean_result(raw) -> dict:
               "interrupted": raw.get("interrupted") is True}
     block = raw.get("block")
     result["block"] = "ok" if block == "ok" else clean_error(block)
-    leaves = raw.get("leaves") or []
-    if _type(leaves) is not list or len(leaves) > 10_000:
+    leaves = raw.get("leaves") or ()
+    if _type(leaves) is not tuple or len(leaves) > 10_000:
         raise ValueError("bad leaves")
     budget = [MAX_NODES, MAX_TEXT]
-    for leaf in leaves:
+    for blob in leaves:  # each leaf was marshalled by T as soon as it was encoded
+        if _type(blob) is not bytes:
+            raise ValueError("bad leaf")
+        leaf = loads(blob)
         if _type(leaf) is not tuple or not leaf:
             raise ValueError("bad leaf")
         if leaf[0] == "value" and len(leaf) == 2:

@@ -1,18 +1,30 @@
-"""Leaf values -> tagged plain data, in T, right after the test evaluated them.
+"""Leaf values and exceptions -> tagged plain data, in T, right after the test evaluated them.
 
 Only exact builtin types cross (and subclasses that change nothing the host relies on, copied
 through their base type's own C methods); anything else is "refused" with a message that becomes
-the test's failure. Every helper used here was captured before candidate code ran."""
+the test's failure.
+
+Sealed: T never calls the functions of this module as they are. ``sealed_parts()``, taken before
+any candidate code runs, is an immutable tuple of their code objects, the constants and the C
+builtins they use; after each piece of candidate code T makes fresh functions from it in a fresh
+globals dict (candidate.py), so rebinding names here, in ``sys.modules`` or in a frame's globals
+changes nothing the report depends on. So: no imports at call time, and every global a function
+here uses is either another function here or a name ``sealed_parts`` lists."""
 
 from __future__ import annotations
 
+from .pristine import PRISTINE_BUILTINS as _builtins
 from .pristine import exact_type as _type
+from .pristine import exc_traceback as _exc_traceback
+from .pristine import is_instance as _isinstance
 from .pristine import length as _len
 from .pristine import to_list as _list
+from .pristine import to_str as _str
 from .pristine import type_dict as _type_dict
 from .pristine import type_mro as _type_mro
 from .pristine import type_name as _type_name
 
+_function_type = type(lambda: None)
 MAX_NODES, MAX_DEPTH, MAX_TEXT, MAX_INT_BITS = 200_000, 100, 4 << 20, 1 << 17
 TRUSTED_MODULES = frozenset({"collections", "enum", "os", "time", "builtins"})
 # Methods the host-side skeleton relies on: a subclass overriding none of them compares exactly
@@ -28,6 +40,10 @@ SEMANTIC_METHODS = frozenset({
 
 class Refused(Exception):
     """A value that cannot cross the sandbox boundary; the message is the test's failure message."""
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised in T by the supervisor's SIGUSR1 at the deadline, so a partial trace can be sent."""
 
 
 def encode_leaf(value, iterate: bool, truth: bool = False) -> tuple:
@@ -134,3 +150,57 @@ def _convert(value, base):
     if base is complex:
         return complex(complex.__dict__["real"].__get__(value), complex.__dict__["imag"].__get__(value))
     return value
+
+
+def describe(error) -> tuple:
+    """(type name, bounded message, "program"|"test"|"", line) of an exception raised in T."""
+    try:
+        kind = _type_name(_type(error))
+    except BaseException:  # noqa: BLE001
+        kind = "Exception"
+    if _type(error) is TimeLimitExceeded:
+        return ("TimeoutError", "interrupted at the time limit", "", 0)
+    try:
+        message = _str(error)
+        message = message if _type(message) is str else ""
+    except BaseException:  # noqa: BLE001 - a __str__ that raises
+        message = "<unprintable message>"
+    if _len(message) > 300:
+        message = message[:300] + "..."
+    file, line = "", 0
+    if _isinstance(error, SyntaxError):
+        filename = error.filename if _type(error.filename) is str else ""
+        file, line = filename.strip("<>"), error.lineno if _type(error.lineno) is int else 0
+        message = error.msg if _type(error.msg) is str else message
+    try:
+        tb = _exc_traceback(error)
+        while tb is not None:
+            name = tb.tb_frame.f_code.co_filename
+            if name in ("<program>", "<test>"):
+                file, line = name.strip("<>"), tb.tb_lineno
+            tb = tb.tb_next
+    except BaseException:  # noqa: BLE001
+        pass
+    return (kind[:100], message, file if file in ("program", "test") else "", line or 0)
+
+
+# The C builtins the functions above reach through __builtins__ (types and functions of the
+# interpreter itself: nothing the candidate can change).
+_BUILTIN_NAMES = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "complex",
+                  "bool", "slice", "type", "len", "all", "any", "hex", "isinstance", "BaseException",
+                  "Exception", "RecursionError", "SyntaxError", "ValueError", "TypeError")
+_CONSTANT_TYPES = (int, str, frozenset, tuple, type(None))
+_CAPTURED = ("_type", "_len", "_list", "_str", "_isinstance", "_type_dict", "_type_mro", "_type_name",
+             "_exc_traceback", "TimeLimitExceeded")
+
+
+def sealed_parts() -> tuple:
+    """(function codes, constants, _EXACT items, builtins items): immutable, for T to rebuild
+    this module's functions after candidate code has run."""
+    namespace = globals()
+    functions = tuple((name, value.__code__) for name, value in namespace.items()
+                      if _type(value) is _function_type and value.__module__ == __name__ and name != "sealed_parts")
+    constants = tuple((name, value) for name, value in namespace.items()
+                      if (_type(value) in _CONSTANT_TYPES and not name.startswith("__")) or name in _CAPTURED)
+    builtins_items = tuple((name, _builtins[name]) for name in _BUILTIN_NAMES)
+    return functions, constants, tuple(_EXACT.items()), builtins_items
