@@ -19,10 +19,13 @@ import { registerSetup, type SetupFlow } from "./setup";
 import { expandPythonPath, needsRestart, serverSettings } from "./settings";
 import { clientStatusView, statusView, type ServerStatus, type StatusView } from "./status";
 import { StreamRegistry, samePosition, type CompletionLine, type Stream } from "./streams";
+import type { RegenerateAnswer } from "./review";
+import { ReviewController } from "./reviewView";
 
 const SERVER_COMMAND_COMPLETE = "egcfg.completeWithTests";
 const SERVER_COMMAND_CANCEL = "egcfg.cancel";
 const SERVER_COMMAND_TRACE = "egcfg.showTrace";
+const SERVER_COMMAND_REGENERATE = "egcfg.regenerateFrom";
 const PYTHON_SELECTOR: vscode.DocumentSelector = [
   { language: "python", scheme: "file" },
   { language: "python", scheme: "untitled" },
@@ -60,6 +63,8 @@ class EgcfgExtension implements vscode.Disposable {
   private pythonRuns = false; // the last check found a working interpreter (setup may install into it)
   setup: SetupFlow | undefined; // "Set up EG-CFG" (setup.ts)
   private starting: Promise<void> | undefined;
+  private readonly review = new ReviewController(this.log);
+  private regenerating: { uri: string; line: number; progress: vscode.Progress<{ message?: string }> } | undefined;
 
   constructor() {
     this.statusItem.name = "EG-CFG";
@@ -67,6 +72,8 @@ class EgcfgExtension implements vscode.Disposable {
     this.disposables.push(
       this.log,
       this.statusItem,
+      this.review,
+      vscode.commands.registerCommand("egcfg.regenerateFromCursor", () => this.regenerateAtCursor()),
       vscode.languages.registerInlineCompletionItemProvider(PYTHON_SELECTOR, {
         provideInlineCompletionItems: (document, position, inlineContext, token) =>
           this.provideInlineCompletionItems(document, position, inlineContext, token),
@@ -116,8 +123,11 @@ class EgcfgExtension implements vscode.Disposable {
     const clientOptions: LanguageClientOptions = {
       documentSelector: PYTHON_SELECTOR as LanguageClientOptions["documentSelector"],
       outputChannel: this.log,
-      initializationOptions: this.currentServerSettings(),
+      initializationOptions: await this.currentServerSettings(),
       middleware: {
+        // The server's lenses and quick fixes name server commands; clicked in VS Code they get
+        // this extension's UI (progress, ghost text, a reviewable edit) instead of a bare request.
+        executeCommand: (command, args, next) => this.onServerCommand(command, args, next),
         // Inline completion goes through this extension's own provider (it streams and must not
         // cancel a running engine); the client's built-in provider stays silent.
         provideInlineCompletionItems: () => null,
@@ -182,9 +192,34 @@ class EgcfgExtension implements vscode.Disposable {
     return { python: this.python, runs: this.pythonRuns };
   }
 
-  private currentServerSettings() {
+  /** The server's settings, with the project's interpreter (the Python extension's, when installed). */
+  private async currentServerSettings() {
     const config = vscode.workspace.getConfiguration("egcfg");
-    return serverSettings((key) => config.get(key));
+    const settings: Record<string, unknown> = serverSettings((key) => config.get(key));
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const project = await pythonFromPythonExtension(folder);
+    if (project) {
+      settings.python = project;
+    }
+    return settings;
+  }
+
+  /** Tells a running server about a new project interpreter picked in the Python extension. */
+  watchPythonExtension(): void {
+    const extension = vscode.extensions.getExtension("ms-python.python");
+    const api = extension?.isActive ? (extension.exports as PythonExtensionApi | undefined) : undefined;
+    const event = api?.environments?.onDidChangeActiveEnvironmentPath;
+    if (event) {
+      this.disposables.push(event(() => void this.sendSettings()));
+    }
+  }
+
+  private async sendSettings(): Promise<void> {
+    if (this.client?.isRunning()) {
+      await this.client.sendNotification(DidChangeConfigurationNotification.type, {
+        settings: { egcfg: await this.currentServerSettings() },
+      });
+    }
   }
 
   private async onConfigurationChanged(event: vscode.ConfigurationChangeEvent): Promise<void> {
@@ -195,11 +230,7 @@ class EgcfgExtension implements vscode.Disposable {
       await this.restart();
       return;
     }
-    if (this.client?.isRunning()) {
-      await this.client.sendNotification(DidChangeConfigurationNotification.type, {
-        settings: { egcfg: this.currentServerSettings() },
-      });
-    }
+    await this.sendSettings();
   }
 
   // ---- status -----------------------------------------------------------------------------
@@ -207,6 +238,11 @@ class EgcfgExtension implements vscode.Disposable {
   private onServerStatus(status: ServerStatus): void {
     const view = statusView(status);
     this.showStatus(view);
+    if (status.state === "loading") {
+      // a command waits for the model (the server holds it until the load ends)
+      this.runs.forEach((run) => run.progress?.report({ message: "loading model…" }));
+      this.regenerating?.progress.report({ message: "loading model…" });
+    }
     if (status.state === "running") {
       // the server reports its own work-done progress under a token it creates; the command's
       // notification shows the same news from the status
@@ -236,6 +272,11 @@ class EgcfgExtension implements vscode.Disposable {
   private onCompletionLine(line: CompletionLine): void {
     const stream = this.streams.streamFor(line);
     this.log.debug(`completionLine ${line.requestId ?? ""} agent ${line.agent ?? ""} line ${line.lineNo}${stream ? "" : " (no stream waits for it)"}`);
+    const regenerating = this.regenerating;
+    if (!stream && regenerating && regenerating.uri === line.uri && line.position?.line === regenerating.line) {
+      regenerating.progress.report({ message: `line ${line.lineNo}: ${line.text.trim()}` });
+      return; // a regeneration streams into its progress; its lines replace old ones on review
+    }
     if (!stream) {
       return; // a line from a run this client no longer waits for
     }
@@ -382,6 +423,77 @@ class EgcfgExtension implements vscode.Disposable {
     }
     void vscode.window.showErrorMessage('EG-CFG: the server is not running. See "EG-CFG: Show log", or run "EG-CFG: Restart server".');
     return undefined;
+  }
+
+  /** A server command named by a lens or a quick fix, run with this extension's UI. */
+  private async onServerCommand(command: string, args: unknown[], next: (command: string, args: unknown[]) => unknown): Promise<unknown> {
+    const target = (args?.[0] ?? {}) as { uri?: string; line?: number; character?: number };
+    if (typeof target.uri !== "string" || typeof target.line !== "number") {
+      return next(command, args);
+    }
+    if (command === SERVER_COMMAND_REGENERATE) {
+      return this.regenerate(vscode.Uri.parse(target.uri), target.line);
+    }
+    if (command === SERVER_COMMAND_COMPLETE || command === SERVER_COMMAND_TRACE) {
+      const editor = await vscode.window.showTextDocument(vscode.Uri.parse(target.uri));
+      const at = new vscode.Position(target.line, target.character ?? 0);
+      editor.selection = new vscode.Selection(at, at);
+      return command === SERVER_COMMAND_COMPLETE ? this.completeWithTests() : this.showTrace();
+    }
+    return next(command, args);
+  }
+
+  private async regenerateAtCursor(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    if (!editor || editor.document.languageId !== "python") {
+      void vscode.window.showInformationMessage("EG-CFG: put the cursor on a line of a Python function first.");
+      return;
+    }
+    await this.regenerate(editor.document.uri, editor.selection.active.line);
+  }
+
+  /**
+   * egcfg.regenerateFrom: keeps the function's lines above `line`, has the rest written again
+   * (streamed into the progress), then applies it as one edit under review (Keep / Reject).
+   */
+  private async regenerate(uri: vscode.Uri, line: number): Promise<void> {
+    const client = await this.requireClient();
+    if (!client) {
+      return;
+    }
+    const document = await vscode.workspace.openTextDocument(uri);
+    const key = uri.toString();
+    this.cancelRun(key);
+    const cancel = new vscode.CancellationTokenSource();
+    await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `EG-CFG: regenerating from line ${line + 1}`, cancellable: true },
+      async (progress, progressToken) => {
+        progressToken.onCancellationRequested(() => {
+          cancel.cancel();
+          void client.sendRequest(ExecuteCommandRequest.type, { command: SERVER_COMMAND_CANCEL, arguments: [{}] });
+        });
+        this.regenerating = { uri: key, line, progress };
+        progress.report({ message: "starting the guided run" });
+        try {
+          const answer: RegenerateAnswer | null = await client.sendRequest(
+            ExecuteCommandRequest.type,
+            { command: SERVER_COMMAND_REGENERATE, arguments: [{ uri: key, line }] },
+            cancel.token,
+          );
+          if (!cancel.token.isCancellationRequested && answer) {
+            this.log.info(`Regenerate from line ${line + 1}: ${answer.error ?? `${answer.passed ?? 0}/${answer.total ?? 0} tests pass`}`);
+            await this.review.apply(document, answer);
+          }
+        } catch (error) {
+          if (!cancel.token.isCancellationRequested) {
+            void vscode.window.showErrorMessage(`EG-CFG: ${errorMessage(error)}`);
+          }
+        } finally {
+          this.regenerating = undefined;
+          cancel.dispose();
+        }
+      },
+    );
   }
 
   private async completeWithTests(): Promise<void> {
@@ -583,6 +695,7 @@ async function pythonFromPythonExtension(resource: vscode.Uri | undefined): Prom
 interface PythonExtensionApi {
   environments?: {
     getActiveEnvironmentPath(resource?: vscode.Uri): { id: string; path: string } | undefined;
+    onDidChangeActiveEnvironmentPath?: vscode.Event<unknown>;
     resolveEnvironment(environment: { id: string; path: string }): Promise<{ executable?: { uri?: vscode.Uri } } | undefined>;
   };
   settings?: {
@@ -598,6 +711,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   created.setup = registerSetup(vscode, context, { currentPython: () => created.currentPython(), restart: () => created.restart() });
   context.subscriptions.push(extension);
   void extension.start(); // activation does not wait for the server
+  created.watchPythonExtension();
 }
 
 export async function deactivate(): Promise<void> {

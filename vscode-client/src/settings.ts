@@ -14,6 +14,7 @@ export const SERVER_SETTING_KEYS = [
   "testPatterns",
   "trigger",
   "valueDiagnostics",
+  "valueHints",
   "debounceMs",
   "maxFileBytes",
 ] as const;

@@ -129,4 +129,18 @@ describe("StreamRegistry", () => {
     assert.equal(streams.get(uri), current);
     assert.deepEqual(streams.running(), [current]);
   });
+
+  it("offers the rest after VS Code's accept-next-line inserted the first line", () => {
+    // editor.action.inlineSuggest.acceptNextLine inserts the first line and its newline, then asks
+    // the provider again at the next line: the buffer must still offer the rest of the body
+    const streams = new StreamRegistry();
+    const stream = streams.start(uri, at, 1);
+    streams.addLine(line(1, "    total = a + b\n"));
+    streams.addLine(line(2, "    total = a + b\n    return total\n"));
+    const typed = "    total = a + b\n";
+    const next = stream.suggestionAt({ line: 3, character: 0 }, typed);
+    assert.ok(next, "the rest is still offered");
+    assert.equal(next.insertText.slice(typed.length), "    return total");
+    assert.deepEqual(next.start, { line: 2, character: 0 });
+  });
 });
