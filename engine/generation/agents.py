@@ -354,7 +354,7 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
                    gammas: Sequence[float] | None = None, cancel: CancelToken | None = None,
                    max_new_tokens: int = 512, seed: int | None = None, concurrency: int | None = None,
                    signal_chars: int = 6000, fast: bool = True, first_pass_wins: bool = True,
-                   teacher: Any = None) -> Iterator[Event]:
+                   teacher: Any = None, batch_agents: bool | None = None) -> Iterator[Event]:
     """Complete `task.function_name` with execution-guided decoding; yields events as they happen.
 
     model       engine.generation.models.LoadedModel (its .model and .tokenizer are used)
@@ -373,6 +373,7 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
                 every line and one agent per forward (round-robin)
     first_pass_wins  stop at the first agent whose program passes every given test (False: every
                 agent runs to its end, for benchmarks)
+    batch_agents     override `fast` for the batching alone (tests: batched against one by one)
     teacher     for `egcfg bench replay`: an object with `.force` (token ids the guided choice follows)
                 and `.steer` (engine.generation.candidates.Steer for the candidate rows)
 
@@ -401,8 +402,9 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
     run = Run(model=model, executor=executor, task=task, cancel=cancel, max_new_tokens=max_new_tokens,
               seed=torch.initial_seed() if seed is None else int(seed), signal_chars=signal_chars, pool=pool,
               def_indent=decode.def_indent_of(task.source_before, task.function_name),
-              batch=fast, reuse=fast, force=getattr(teacher, "force", None), steer=getattr(teacher, "steer", None))
-    batch_agents = fast
+              batch=fast if batch_agents is None else batch_agents, reuse=fast,
+              force=getattr(teacher, "force", None), steer=getattr(teacher, "steer", None))
+    batch_agents = run.batch
     limit = getattr(model.model.config, "max_position_embeddings", None)
     for config in configs:
         prompt = run.prompt(config.style)   # bad input fails here, before any agent starts
