@@ -47,16 +47,36 @@ class EngineBackend:
     def executor(self, settings: Settings, project_root: str | None):
         from engine.execution.executor import Executor, Limits
 
+        from engine.execution import interpreter, project_run
+
         key = settings.sandbox_key() + (project_root,)
         with self._lock:
             if self._executor is None or self._executor_key != key:
                 if self._executor is not None:
                     self._executor.close()
+                    self._executor = None
+                # The project's interpreter runs its tests: the python setting, a workspace .venv/venv, else egcfg's.
+                python = interpreter.select(project_root, settings.python)
                 limits = Limits(test_seconds=settings.test_seconds, memory_mb=settings.memory_mb,
-                                job_seconds=max(60.0, settings.test_seconds * 4))
-                self._executor = Executor(limits=limits, project_root=project_root)
+                                job_seconds=max(60.0, settings.test_seconds * 4), max_processes=project_run.PROCESSES)
+                self._executor = Executor(limits=limits, project_root=project_root, python=python)
+                self._executor.chosen_interpreter = python
                 self._executor_key = key
             return self._executor
+
+    def interpreter(self, settings: Settings, project_root: str | None):
+        """The interpreter the tests run with (engine.execution.interpreter.Interpreter)."""
+        return self.executor(settings, project_root).chosen_interpreter
+
+    def run_project(self, settings: Settings, project_root: str | None, path: str, text: str, files: Sequence[str]):
+        """The module's tests as pytest runs them (engine.execution.project_run.ProjectRun), or None
+        when the project's interpreter has no pytest (then run_tests does egcfg's own test reading)."""
+        from engine.execution import project_run
+
+        executor = self.executor(settings, project_root)
+        if not project_run.available(executor):
+            return None
+        return project_run.run_module(executor, path, text, project_root, files)
 
     def run_tests(self, settings: Settings, project_root: str | None, jobs: Sequence[tuple[str, Sequence[str], str]]) -> list:
         """[(program, tests, setup)] -> [JobResult], all traced, all tests in parallel."""

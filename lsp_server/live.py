@@ -108,6 +108,12 @@ class LiveTests:
         caches = self.caches.setdefault(uri, Caches())
         loop = asyncio.get_running_loop()
         try:
+            if path and hasattr(server.backend, "run_project"):  # the project's own pytest runs the module's tests
+                analysis = await loop.run_in_executor(server.test_pool, project_analysis, server, text, version, path)
+                if analysis is not None:
+                    if self.still(uri, version) and not (quiet and analysis.syntax_error):
+                        self.store(uri, analysis)
+                    return
             current = await loop.run_in_executor(server.test_pool, plan, text, version, path, root, settings, read, caches)
             if isinstance(current, Analysis):  # a syntax error
                 if not quiet and self.still(uri, version):
@@ -161,3 +167,15 @@ class LiveTests:
     def publish(self, uri: str, analysis: Analysis) -> None:
         self.server.publish(uri, analysis.version, analysis.notes)
         self.server.refresh_views()
+
+
+def project_analysis(server, text: str, version, path: str):
+    """lsp_server.project_tests.analyse_project with the server's backend; None when the project's
+    interpreter has no pytest. The status names the interpreter that ran the tests."""
+    from lsp_server.project_tests import analyse_project
+
+    settings, root, backend = server.settings, server.root, server.backend
+    python = backend.interpreter(settings, root)
+    server.status = server.status.update(interpreter=python.describe())
+    run = lambda module, module_text, files: backend.run_project(settings, root, module, module_text, files)  # noqa: E731
+    return analyse_project(text, version, path, root, settings, run, python)

@@ -36,6 +36,7 @@ class Settings:
     debounce_ms: int = 300                    # wait after the last keystroke before an automatic completion/test run
     max_new_tokens: int = 512                 # token cap per agent for one body
     max_file_bytes: int = 2_000_000           # larger documents are not analysed (a clear status instead)
+    python: str = ""                          # the project's interpreter (VS Code: the Python extension's); "": .venv/venv, else egcfg's
 
     def engine_key(self) -> tuple:
         """The settings that need the model reloaded when they change."""
@@ -43,7 +44,7 @@ class Settings:
 
     def sandbox_key(self) -> tuple:
         """The settings that need a new executor when they change."""
-        return (self.test_seconds, self.memory_mb)
+        return (self.test_seconds, self.memory_mb, self.python)
 
 
 def _snake(key: str) -> str:
@@ -104,6 +105,14 @@ def _value_diagnostics(value: Any) -> str:
     return _choice(VALUE_DIAGNOSTICS)(value)
 
 
+def _path(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError("must be a path (a string)")
+    return value.strip()
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
@@ -125,6 +134,7 @@ CHECKS = {
     "debounce_ms": _number(0, 10_000, int),
     "max_new_tokens": _number(1, 8192, int),
     "max_file_bytes": _number(1_000, 1 << 30, int),
+    "python": _path,
 }
 assert set(CHECKS) == {f.name for f in fields(Settings)}
 

@@ -21,6 +21,7 @@ class Status:
     line: int = 0              # running: that line's number in the body (1-based)
     passed: int = 0            # running: tests the best candidate passes
     total: int = 0             # running: tests in use
+    interpreter: str = ""      # the Python that runs the project's tests ("Python 3.12.1 at ... (...)")
 
     def update(self, **changes) -> "Status":
         if "state" in changes and changes["state"] not in STATES:

@@ -58,6 +58,7 @@ class ProjectRun:
     layout: ModuleLayout
     tests: list[ProjectTest] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # collection errors, a broken conftest ...
+    collect_errors: list[tuple[str, str, bool]] = field(default_factory=list)  # (file or id, message, timed out)
     seconds: float = 0.0
 
     @property
@@ -134,6 +135,7 @@ def run_module(executor, module_path: str, text: str, workspace_root: str | None
         return run
     run.tests = _tests(result.details, base, limits)
     run.problems += _problems(result.details)
+    run.collect_errors = _collect_errors(result.details)
     _retry_timeouts(executor, run, text, test_files, base, trace, slow)
     if trace:
         _confirm_untraced(executor, run, text, test_files, base, limits)
@@ -183,11 +185,19 @@ def _problems(details: dict) -> list[str]:
     problems = []
     if details.get("setup_error"):
         problems.append(f"pytest could not run: {details['setup_error']}")
+    for nodeid, message, _ in _collect_errors(details):
+        problems.append(f"{nodeid}: {message}"[:400])
+    return problems
+
+
+def _collect_errors(details: dict) -> list[tuple[str, str, bool]]:
+    out = []
     for error in details.get("collect_errors") or []:
         if isinstance(error, dict):
-            message = str(error.get("message") or "").strip().splitlines()
-            problems.append(f"{error.get('nodeid') or 'collection'}: {message[-1] if message else 'could not be collected'}"[:400])
-    return problems
+            lines = str(error.get("message") or "").strip().splitlines()
+            out.append((str(error.get("nodeid") or "collection"), (lines[-1] if lines else "could not be collected")[:400],
+                        error.get("timeout") is True))
+    return out
 
 
 def _retry_timeouts(executor, run: ProjectRun, text: str, test_files, base: float, trace: bool, slow: SlowTests) -> None:

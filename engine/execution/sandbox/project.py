@@ -151,6 +151,13 @@ class _Recorder:
         self.collect_errors = []
         self.timed_out = set()
 
+    def pytest_sessionstart(self, session):
+        # pytest's assertion rewriter (put first on sys.meta_path at configure time) would load the
+        # edited module from disk, as a file named on the command line: serve the text first.
+        for finder in [f for f in sys.meta_path if isinstance(f, EditedModuleFinder)]:
+            sys.meta_path.remove(finder)
+            sys.meta_path.insert(0, finder)
+
     # -- time limits ----------------------------------------------------------------------------
     def _limit(self, nodeid: str) -> float:
         return self.limits.get(nodeid, self.default_limit)
@@ -206,7 +213,16 @@ class _Recorder:
                     except BaseException:  # noqa: BLE001 - a broken trace is no verdict
                         pass
 
-        return pytest_runtest_call
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_make_collect_report(collector):
+            # Importing a test file (and with it the edited module) is bounded too.
+            recorder._arm("")
+            try:
+                yield
+            finally:
+                recorder._disarm()
+
+        return pytest_runtest_call, pytest_make_collect_report
 
     def max_events(self) -> int:
         return 2000 if len(self.project.get("nodeids") or ()) == 1 else MAX_TRACE_EVENTS
@@ -254,7 +270,13 @@ class _Recorder:
 
     def pytest_collectreport(self, report):
         if report.failed:
-            self.collect_errors.append({"nodeid": report.nodeid, "message": _longrepr_text(report)[-MAX_MESSAGE:]})
+            text = _longrepr_text(report)
+            if "TestTimeLimit" in text:
+                message = f"timed out after {_seconds(self.default_limit)} s while importing"
+            else:
+                lines = [line for line in text.strip().splitlines() if line.strip()]
+                message = (lines[-1] if lines else "could not be collected")[-MAX_MESSAGE:]
+            self.collect_errors.append({"nodeid": report.nodeid, "message": message, "timeout": "TestTimeLimit" in text})
 
     def summary(self) -> list:
         return [self.results[nodeid] for nodeid in self.order if nodeid in self.results]
@@ -345,7 +367,7 @@ def run_pytest(task: dict, tracer_class) -> dict:
         targets.append(project["path"])
     status = -1
     setup_error = ""
-    plugins = [recorder, _Wrapper(recorder.runtest_call_wrapper())]
+    plugins = [recorder, _Wrapper(*recorder.runtest_call_wrapper())]
     if project.get("doctests") and not project.get("nodeids"):
         plugins.append(_ModuleDoctests(project["path"]))
     try:
@@ -388,5 +410,6 @@ class _ModuleDoctests:
 class _Wrapper:
     """Holds the hookwrapper as a plugin of its own (pytest registers objects, not functions)."""
 
-    def __init__(self, hook):
-        self.pytest_runtest_call = hook
+    def __init__(self, call_hook, collect_hook):
+        self.pytest_runtest_call = call_hook
+        self.pytest_make_collect_report = collect_hook
