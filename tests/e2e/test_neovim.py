@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lsp_server"))  # the shared harness
 
 from test_lsp_harness import REPO, server_env, write_script
-from test_lsp_protocol import make_project
+from test_lsp_protocol import MODULE, make_project
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,6 +48,17 @@ DRIVER = textwrap.dedent('''\
       local hover = client.request_sync("textDocument/hover", {
         textDocument = { uri = vim.uri_from_bufnr(bufnr) }, position = { line = 7, character = 8 } }, 10000, bufnr)
       results.hover = hover and hover.result and hover.result.contents.value or ""
+      results.inlay_hints = egcfg.inlay_hints
+      results.notices = egcfg.notices
+      local lenses = client.request_sync("textDocument/codeLens", {
+        textDocument = { uri = vim.uri_from_bufnr(bufnr) } }, 10000, bufnr)
+      results.lenses = {}
+      for _, lens in ipairs(lenses and lenses.result or {}) do
+        table.insert(results.lenses, { line = lens.range.start.line, title = lens.command.title })
+      end
+      -- the Fix lens of ratio, run the way vim.lsp.codelens.run runs it (vim.lsp.commands first)
+      results.fix = egcfg.regenerate(11, 30000)
+      results.fixed_lines = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
       vim.api.nvim_win_set_cursor(0, { 3, 4 })
       results.answer = egcfg.complete(30000)
       results.lines = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
@@ -74,7 +85,7 @@ def test_neovim_shows_diagnostics_hover_and_applies_the_command(tmp_path):
     root.mkdir()
     (root / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
     module = make_project(root)
-    script = write_script(tmp_path, ["    return a + b"], delay=0.02)
+    script = write_script(tmp_path, ["    return a + b"], delay=0.02)  # for ratio too: a body that passes
     out = tmp_path / "results.json"
     env = server_env(scripted=True)
     lua_env = "{" + ", ".join(f"[{lua_string(k)}] = {lua_string(env[k])}" for k in
@@ -95,6 +106,17 @@ def test_neovim_shows_diagnostics_hover_and_applies_the_command(tmp_path):
     assert any(line == 7 and "t=1, 3, 6 (int)" in message for line, message in messages)
     assert any(line == 11 and "ZeroDivisionError" in message for line, message in messages)
     assert "total(xs=[1, 2, 3])" in results["hover"]
+    # Neovim 0.7 has no inlay hints: the config says where the values are instead; the values are
+    # Hint diagnostics (severity 4), shown as virtual text; failures stay errors (severity 1)
+    assert results["inlay_hints"] is False and any("no inlay hints" in n for n in results["notices"])
+    severities = {(d["line"], d["severity"]) for d in results["diagnostics"]}
+    assert (7, 4) in severities and (11, 1) in severities
+    assert {(lens["line"], lens["title"]) for lens in results["lenses"]} == {
+        (0, "Complete with tests (1)"), (3, "✗ 1/2 tests · Fix with EG-CFG"), (10, "✗ 0/1 tests · Fix with EG-CFG")}
+    # regenerating ratio from its failing line replaced that line (the answer's range), nothing else
+    assert results["fix"]["range"]["start"]["line"] == 11 and results["fix"]["replaced"] == "    return a / b\n"
+    assert results["fixed_lines"][10:12] == ["def ratio(a, b):", "    return a + b"]
+    assert len(results["fixed_lines"]) == len(MODULE.splitlines())
     assert results["answer"]["code"] == "    return a + b\n" and results["answer"]["passed"] == 1
     assert results["lines"][:3] == ["def add(a, b):", '    """Add two numbers."""', "    return a + b"]
     assert results["streamed"] >= 1 and results["statusline"].startswith("egcfg: ")

@@ -1,9 +1,11 @@
 -- egcfg for Neovim 0.7+: starts the egcfg language server for Python buffers, shows streamed
 -- completion lines as ghost text (virtual lines), keeps the server's status for the status line,
--- and adds :EgcfgComplete, :EgcfgCancel, :EgcfgTrace and :EgcfgStatus.
+-- shows the values of the last test run as inlay hints (Neovim 0.10+) and the test lenses, and adds
+-- :EgcfgComplete, :EgcfgFix, :EgcfgCancel, :EgcfgTrace and :EgcfgStatus.
 --
--- Neovim 0.7 has no vim.lsp.start and no inline completion: this uses vim.lsp.start_client +
--- vim.lsp.buf_attach_client, and the server's egcfg.completeWithTests command instead.
+-- Neovim 0.7 has no vim.lsp.start, no inline completion and no inlay hints: this uses
+-- vim.lsp.start_client + vim.lsp.buf_attach_client, the server's egcfg.completeWithTests command,
+-- and, for the values, the server's Hint diagnostics (shown as virtual text by vim.diagnostic).
 --
 --   require("egcfg").setup({
 --     cmd = { "egcfg", "serve" },                 -- or { "python", "-m", "lsp_server" }
@@ -22,6 +24,10 @@ M.client_id = nil
 M.status = { state = "idle", message = "" }
 M.lines = {}          -- requestId -> list of streamed line payloads
 M.namespace = vim.api.nvim_create_namespace("egcfg")
+-- Inlay hints came with Neovim 0.10 (vim.lsp.inlay_hint); older versions show the values as Hint
+-- diagnostics (virtual text) and in the hover instead.
+M.inlay_hints = vim.lsp.inlay_hint ~= nil
+M.notices = {}
 
 local function find_root(path)
   local dir = vim.fn.fnamemodify(path, ":p:h")
@@ -76,6 +82,38 @@ function M.statusline()
   return "egcfg: " .. (s.state or "idle")
 end
 
+local function notice(message)
+  if not vim.tbl_contains(M.notices, message) then
+    table.insert(M.notices, message)
+    vim.notify("egcfg: " .. message, vim.log.levels.INFO)
+  end
+end
+
+-- Values at the ends of lines: inlay hints where Neovim has them, else say where they are.
+local function show_values(bufnr)
+  if M.inlay_hints then
+    -- 0.10: enable(bufnr, true) in early builds, enable(true, { bufnr = bufnr }) since
+    if not pcall(vim.lsp.inlay_hint.enable, true, { bufnr = bufnr }) then
+      pcall(vim.lsp.inlay_hint.enable, bufnr, true)
+    end
+  else
+    notice("this Neovim (" .. tostring(vim.version().major) .. "." .. tostring(vim.version().minor) ..
+      ") has no inlay hints (0.10+): the values show as hint diagnostics and in the hover (K)")
+  end
+end
+
+local function on_attach(client, bufnr)
+  show_values(bufnr)
+  if client.server_capabilities.codeLensProvider then
+    vim.api.nvim_create_autocmd({ "BufEnter", "BufWritePost", "CursorHold" }, {
+      group = vim.api.nvim_create_augroup("egcfg-lens-" .. bufnr, { clear = true }),
+      buffer = bufnr,
+      callback = function() pcall(vim.lsp.codelens.refresh) end,
+    })
+    pcall(vim.lsp.codelens.refresh)
+  end
+end
+
 function M.start(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
   if not M.client_id or not vim.lsp.get_client_by_id(M.client_id) then
@@ -89,6 +127,7 @@ function M.start(bufnr)
       init_options = { egcfg = M.config.settings },
       settings = { egcfg = M.config.settings },
       handlers = M.handlers,
+      on_attach = on_attach,
     })
   end
   if M.client_id then
@@ -106,7 +145,8 @@ local function cursor_args()
   return { uri = vim.uri_from_bufnr(0), line = pos[1] - 1, character = pos[2] }
 end
 
--- Replace the function's body from the cursor's line with the answer of egcfg.completeWithTests.
+-- Replace the function's body from the answer's line with the answer of egcfg.completeWithTests or
+-- egcfg.regenerateFrom (its range runs to the end of the old body; `u` takes it back).
 function M.apply(bufnr, answer)
   if not answer or answer.code == nil or answer.code == "" then
     vim.notify("egcfg: " .. ((answer and answer.error) or "no completion"), vim.log.levels.WARN)
@@ -139,6 +179,47 @@ function M.complete(timeout_ms)
   end, bufnr)
 end
 
+-- :EgcfgFix: keep the function's lines above the cursor, regenerate the rest guided by the tests.
+function M.regenerate(line, timeout_ms)
+  local client = M.client()
+  if not client then return nil end
+  local bufnr = vim.api.nvim_get_current_buf()
+  line = line or (vim.api.nvim_win_get_cursor(0)[1] - 1)
+  local params = { command = "egcfg.regenerateFrom", arguments = { { uri = vim.uri_from_bufnr(bufnr), line = line } } }
+  if timeout_ms then
+    local response = client.request_sync("workspace/executeCommand", params, timeout_ms, bufnr)
+    local answer = response and response.result
+    M.apply(bufnr, answer)
+    return answer
+  end
+  client.request("workspace/executeCommand", params, function(err, answer)
+    if err then
+      vim.notify("egcfg: " .. err.message, vim.log.levels.ERROR)
+    else
+      M.apply(bufnr, answer)
+    end
+  end, bufnr)
+end
+
+-- The commands the server's lenses name, run here so that their answers reach the buffer
+-- (vim.lsp.codelens.run looks in vim.lsp.commands before asking the server).
+vim.lsp.commands["egcfg.regenerateFrom"] = function(command)
+  local target = command.arguments[1]
+  vim.api.nvim_win_set_cursor(0, { target.line + 1, 0 })
+  M.regenerate(target.line)
+end
+vim.lsp.commands["egcfg.completeWithTests"] = function(command)
+  local target = command.arguments[1]
+  vim.api.nvim_win_set_cursor(0, { target.line + 1, target.character or 0 })
+  M.complete()
+end
+vim.lsp.commands["egcfg.showTrace"] = function(command)
+  local answer = M.command("egcfg.showTrace", command.arguments)
+  if answer and answer.found then
+    vim.lsp.util.open_floating_preview(vim.split(answer.markdown, "\n"), "markdown", {})
+  end
+end
+
 function M.command(name, args, timeout_ms)
   local client = M.client()
   if not client then return nil end
@@ -156,6 +237,7 @@ function M.setup(opts)
     callback = function(args) M.start(args.buf) end,
   })
   vim.api.nvim_create_user_command("EgcfgComplete", function() M.complete() end, {})
+  vim.api.nvim_create_user_command("EgcfgFix", function() M.regenerate() end, {})
   vim.api.nvim_create_user_command("EgcfgCancel", function() M.command("egcfg.cancel") end, {})
   vim.api.nvim_create_user_command("EgcfgStatus", function()
     print(vim.inspect(M.command("egcfg.status")))
