@@ -34,8 +34,11 @@ import weakref
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from engine.execution import verdict
+from engine.execution import isolation as isolation_module
+from engine.execution import seccomp_filter, verdict
 from engine.errors import UserError
+from engine.execution.cgroups import Cgroup as _Cgroup
+from engine.execution.cgroups import remove_stale as _remove_stale_cgroups
 from engine.execution.trace import Trace
 
 SANDBOX_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox")  # what runs inside
@@ -105,9 +108,10 @@ class Executor:
     """Thread-safe pool of sandboxed fork-server workers. Use as a context manager, or close()."""
 
     def __init__(self, *, workers: int | None = None, limits: Limits = Limits(), isolation: str = "auto",
-                 project_root: str | None = None, python=None):
-        if isolation not in ("auto", "bubblewrap", "limits"):
-            raise UserError(f"unknown isolation {isolation!r}: use auto, bubblewrap or limits")
+                 project_root: str | None = None, python=None, readonly_binds: Sequence[str] = ()):
+        """``isolation``: auto | bubblewrap | landlock | limits (auto reads EGCFG_SANDBOX; see
+        engine/execution/isolation.py). ``readonly_binds``: more host folders the tests need to read
+        (test folders outside the project, data), shown read-only at the same path."""
         if project_root is not None:
             project_root = os.path.realpath(project_root)
             if not os.path.isdir(project_root):
@@ -119,24 +123,26 @@ class Executor:
         self.project_root = project_root
         # The project's interpreter (a path or an interpreter.Interpreter); None: egcfg's own.
         self.interpreter = _interpreter(python)
-        bwrap = shutil.which("bwrap")
-        if isolation == "bubblewrap" and bwrap is None:
-            raise UserError("bubblewrap (bwrap) is not installed; install it or use isolation='limits'")
-        self._pool = _Pool(count, limits, bwrap if isolation != "limits" else None, project_root, self.interpreter)
+        self.choice = isolation_module.choose(isolation)
+        binds = self.interpreter.read_only_binds() if self.interpreter else isolation_module.own_interpreter_binds()
+        self.view = isolation_module.readonly_view(project_root, binds, tuple(readonly_binds))
+        self._pool = _Pool(count, limits, self.choice, project_root, self.interpreter, self.view)
         try:
             self._pool.start()
         except _WorkerError as error:
             self._pool.close()
-            if isolation == "bubblewrap" or bwrap is None or isolation == "limits":
-                raise UserError(f"the sandbox could not start: {error}") from None
-            logging.getLogger("egcfg").warning("bubblewrap could not start (%s): running with limits only", error)
-            self._pool = _Pool(count, limits, None, project_root, self.interpreter)  # auto: fall back to limits only
+            if self.choice.level != "bubblewrap" or isolation_module.requested_level(isolation) != "auto":
+                raise UserError(f"the sandbox ({self.choice.level}) could not start: {error}") from None
+            # auto: bubblewrap passed its probe but the workers did not start; Landlock or nothing.
+            logging.getLogger("egcfg").warning("bubblewrap could not start (%s): trying Landlock", error)
+            self.choice = isolation_module.choose("landlock")
+            self._pool = _Pool(count, limits, self.choice, project_root, self.interpreter, self.view)
             self._pool.start()
-        self.isolation = self._pool.isolation
-        # Who the candidate runs as: under bubblewrap root is mapped into a user namespace without
-        # capabilities; under limits only, root switches to "nobody" when it can (see _can_run_as_nobody).
-        self.run_as = "nobody" if self._pool.worker_config("")["drop_uid"] is not None else (
-            "namespace root" if self.isolation == "bubblewrap" and os.geteuid() == 0 else "current user")
+        self.isolation = self.choice.level
+        # Who the candidate runs as: uid 65534 in bubblewrap's user namespace; elsewhere root
+        # switches to "nobody" when it can (see _can_run_as_nobody).
+        self.run_as = "nobody" if self.isolation == "bubblewrap" or self._pool.worker_config("")["drop_uid"] is not None \
+            else "current user"
         self.process_cap = self._pool.process_cap
         self.pid_namespace = self._pool.namespace
         self.tracer_error = self._pool.slots[0].tracer_error  # "" when traces are available
@@ -355,27 +361,14 @@ class _WorkerError(Exception):
     pass
 
 
-def _hidden_by_private_tmp(project_root: str | None, interpreter=None) -> list[str]:
-    """Host folders the worker needs that the sandbox's private /tmp would hide: the project,
-    egcfg's own code and the Python running it, when they live under /tmp (a CI checkout, say)."""
-    # The folder that holds the `engine` package: WORKER_SCRIPT is engine/execution/sandbox/worker.py.
-    engine_root = os.path.abspath(os.path.join(os.path.dirname(WORKER_SCRIPT), "..", "..", ".."))
-    wanted = [project_root, engine_root, sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
-    if interpreter is not None:  # the project's interpreter: its prefixes and site-packages, read-only
-        wanted += interpreter.read_only_binds()
-    inside = sorted({os.path.realpath(p) for p in wanted if p and os.path.realpath(p).startswith(SANDBOX_TMP + "/")}, key=len)
-    kept: list[str] = []
-    for path in inside:  # a parent already bound covers its children
-        if not any(path.startswith(k + "/") for k in kept):
-            kept.append(path)
-    return kept
-
-
 class _Pool:
-    def __init__(self, count: int, limits: Limits, bwrap: str | None, project_root: str | None, interpreter=None):
-        self.count, self.limits, self.bwrap, self.project_root = count, limits, bwrap, project_root
+    def __init__(self, count: int, limits: Limits, choice: isolation_module.Choice, project_root: str | None,
+                 interpreter=None, view: Sequence[str] = ()):
+        self.count, self.limits, self.project_root = count, limits, project_root
+        self.choice, self.view = choice, list(view)
+        self.bwrap = choice.bwrap if choice.level == "bubblewrap" else None
         self.interpreter = interpreter
-        self.isolation = "bubblewrap" if bwrap else "limits"
+        self.isolation = choice.level
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.slots: list[_Slot] = []
         self.threads: list[threading.Thread] = []
@@ -412,9 +405,11 @@ class _Pool:
         return "none (root without a pids cgroup): the time limit bounds fork bombs"
 
     def worker_config(self, tmp: str) -> dict:
-        root_drop = self.bwrap is None and _can_run_as_nobody(self.project_root)
-        keep = _hidden_by_private_tmp(self.project_root, self.interpreter) if self.bwrap else []
-        return {
+        level = self.choice.level
+        root_drop = level != "bubblewrap" and _can_run_as_nobody(self.project_root)
+        keep = [p for p in self.view if p.startswith(SANDBOX_TMP + "/")] if self.bwrap else []
+        abi = self.choice.landlock_abi
+        config = {
             "tmp": tmp,  # wiped after every test (but for `keep`)
             "cwd": os.path.join(tmp, "work") if self.bwrap else tmp,  # the candidate's working folder
             "keep": keep,
@@ -423,7 +418,24 @@ class _Pool:
             "limits": asdict(self.limits),
             "drop_uid": NOBODY if root_drop else None,
             "nproc": None,
+            # What T does to itself before candidate code (sandbox/confine.py).
+            "deny_network": level == "landlock",
+            "landlock_scope_abi": abi if abi >= 6 and level != "limits" else 0,
+            "seccomp_bpf": self._seccomp(level, abi),
         }
+        if level == "landlock" and tmp:
+            config["landlock"] = isolation_module.landlock_rules(self.view, tmp, abi)
+        return config
+
+    @staticmethod
+    def _seccomp(level: str, abi: int) -> str | None:
+        try:
+            bpf = seccomp_filter.compiled_filter(network=level != "landlock", signal_gap=level == "landlock" and abi < 6)
+        except (seccomp_filter.SeccompUnavailable, OSError):
+            if level == "landlock":
+                raise
+            return None  # bubblewrap's namespaces still hold; doctor says the filter is missing
+        return bpf.hex()
 
     def command(self, slot: "_Slot") -> tuple[list[str], dict, str | None]:
         """argv, environment and cwd that start one worker."""
@@ -434,11 +446,7 @@ class _Pool:
             config = self.worker_config(SANDBOX_TMP)
             if not slot.cgroup.pids:
                 config["nproc"] = self.limits.max_processes
-            argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-                    "--ro-bind", "/", "/", "--tmpfs", SANDBOX_TMP, "--dev", "/dev", "--proc", "/proc"]
-            for path in config["keep"]:  # what the private /tmp would hide (a checkout under /tmp)
-                argv += ["--ro-bind", path, path]
-            argv += ["--clearenv", "--chdir", SANDBOX_TMP]
+            argv = [self.bwrap, *isolation_module.bwrap_args(self.view, SANDBOX_TMP), "--clearenv", "--chdir", SANDBOX_TMP]
             for key, value in {**env, "HOME": SANDBOX_TMP, "TMPDIR": SANDBOX_TMP}.items():
                 argv += ["--setenv", key, value]
             argv += python + [json.dumps(config)]
@@ -623,170 +631,3 @@ class _Slot:
     def stop(self) -> None:
         self.kill()
         self.cgroup.kill_all()
-
-
-# ---------------------------------------------------------------------------------------------
-# cgroups: processes, memory and CPU per worker
-# ---------------------------------------------------------------------------------------------
-
-
-class _Cgroup:
-    """Per-worker cgroups (v1 pids/memory/cpu, or one v2 group), when this machine lets us."""
-
-    def __init__(self, name: str, limits: Limits):
-        self.dirs: list[str] = []
-        self.procs_files: list[str] = []
-        self.pids = False
-        self.version = ""
-        self.cpu_usage_file = ""
-        memory = (limits.memory_mb + 256) << 20
-        settings = {
-            "pids": {"pids.max": str(limits.max_processes)},
-            "memory": {"memory.limit_in_bytes": str(memory)},
-            "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"},  # one core
-            "cpuacct": {},  # accounting only (benchmarks report CPU seconds per run)
-        }
-        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            self._make_v2(name, limits, memory)
-        else:
-            for controller, files in settings.items():
-                self._make_v1(controller, name, files)
-
-    @staticmethod
-    def probe_dirs() -> list[str]:
-        """Where this process would create its cgroups (a placeholder name under each parent)."""
-        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            return [os.path.join("/sys/fs/cgroup", _own_cgroup("").lstrip("/"), "x")]
-        found = []
-        for controller in ("pids", "memory", "cpu", "cpuacct"):
-            base = _v1_mount(controller)
-            if base is not None:
-                found.append(os.path.join(base, _own_cgroup(controller).lstrip("/"), "x"))
-        return found
-
-    def _make_v1(self, controller: str, name: str, files: dict) -> None:
-        base = _v1_mount(controller)
-        if base is None:
-            return
-        path = os.path.join(base, _own_cgroup(controller).lstrip("/"), name)
-        if not self._create(path, files):
-            return
-        if controller == "pids":
-            self.pids, self.version = True, "v1"
-        if controller == "cpuacct":
-            self.cpu_usage_file = os.path.join(path, "cpuacct.usage")
-
-    def _make_v2(self, name: str, limits: Limits, memory: int) -> None:
-        path = os.path.join("/sys/fs/cgroup", _own_cgroup("").lstrip("/"), name)
-        files = {"pids.max": str(limits.max_processes), "memory.max": str(memory), "cpu.max": "100000 100000"}
-        if self._create(path, files, required=("pids.max",)):
-            self.pids, self.version = True, "v2"
-
-    def _create(self, path: str, files: dict, required=None) -> bool:
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            pass
-        except OSError:
-            return False
-        for filename, value in files.items():
-            try:
-                with open(os.path.join(path, filename), "w") as handle:
-                    handle.write(value)
-            except OSError:
-                if required is None or filename in required:
-                    _rmdir(path)
-                    return False
-        self.dirs.append(path)
-        self.procs_files.append(os.path.join(path, "cgroup.procs"))
-        return True
-
-    def confirm_joined(self) -> None:
-        """If the worker did not land in its pids cgroup, do not claim that cap."""
-        for procs in self.procs_files:
-            if "pids" in procs or self.version == "v2":
-                try:
-                    with open(procs) as handle:
-                        self.pids = self.pids and bool(handle.read().split())
-                except OSError:
-                    self.pids = False
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time used by this worker's processes so far (None where not accounted)."""
-        try:
-            with open(self.cpu_usage_file) as handle:
-                return int(handle.read()) / 1e9
-        except (OSError, ValueError):
-            return None
-
-    def kill_all(self) -> None:
-        for procs in self.procs_files:
-            for _ in range(3):
-                try:
-                    with open(procs) as handle:
-                        pids = [int(p) for p in handle.read().split()]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.01)
-
-    def remove(self) -> None:
-        self.kill_all()
-        for path in self.dirs:
-            for _ in range(50):
-                if _rmdir(path):
-                    break
-                time.sleep(0.02)
-
-
-def _remove_stale_cgroups() -> None:
-    """cgroups left by executors whose process died without closing them (egcfg-<pid>-...)."""
-    parents = {os.path.dirname(d) for d in _Cgroup.probe_dirs()}
-    for parent in parents:
-        try:
-            names = os.listdir(parent)
-        except OSError:
-            continue
-        for name in names:
-            parts = name.split("-")
-            if len(parts) == 4 and parts[0] == "egcfg" and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
-                stale = _Cgroup.__new__(_Cgroup)
-                stale.dirs, stale.procs_files = [os.path.join(parent, name)], [os.path.join(parent, name, "cgroup.procs")]
-                stale.remove()
-
-
-def _rmdir(path: str) -> bool:
-    try:
-        os.rmdir(path)
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-
-
-def _v1_mount(controller: str) -> str | None:
-    for candidate in (f"/sys/fs/cgroup/{controller}", f"/sys/fs/cgroup/{controller},cpuacct"):
-        if os.path.isdir(candidate) and os.access(candidate, os.W_OK):
-            return candidate
-    return None
-
-
-def _own_cgroup(controller: str) -> str:
-    """This process's cgroup path for a v1 controller ("" = the v2 line)."""
-    try:
-        with open("/proc/self/cgroup") as handle:
-            for line in handle:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                names = controllers.split(",") if controllers else [""]
-                if controller in names:
-                    return path
-    except OSError:
-        pass
-    return "/"

@@ -91,6 +91,10 @@ def main() -> int:
     if config.get("project_root"):
         sys.path.insert(0, config["project_root"])
     namespace = spawn.probe_namespace(config)
+    rules = config.get("landlock")
+    if rules:  # no namespaces here: Landlock confines this worker and everything it starts
+        landlock = importlib.import_module(f"{SANDBOX_PACKAGE}.landlock")
+        landlock.restrict(int(rules["abi"]), rules["read"], rules["write"], rules["devices"], deny_tcp=True)
     sys.setrecursionlimit(10_000)  # wipe() walks trees as deep as a path allows; T resets it to 1000
     config["tmp_mode"] = os.stat(config["tmp"]).st_mode & 0o7777
     gc.collect()

@@ -40,6 +40,7 @@ def test_isolation_level_is_reported(executor, limits_executor):
     assert executor.isolation == ("bubblewrap" if HAVE_BWRAP else "limits")
     assert limits_executor.isolation == "limits"
     assert executor.process_cap and executor.pid_namespace in ("pid", "user+pid")
+    assert executor.choice.level == executor.isolation and executor.choice.reason
 
 
 @pytest.mark.parametrize("which", ["executor", "limits_executor"])
@@ -224,15 +225,6 @@ def test_an_unreadable_project_keeps_the_current_user_under_limits(tmp_path, rea
         assert (ex.run_as == "nobody") == expected_nobody
 
 
-def test_without_bwrap_auto_falls_back_to_limits(monkeypatch):
-    monkeypatch.setattr(executor_module.shutil, "which", lambda name: None)
-    with pytest.raises(UserError, match="bubblewrap"):
-        Executor(workers=1, isolation="bubblewrap")
-    with Executor(workers=1, limits=LIMITS) as ex:
-        assert ex.isolation == "limits"
-        assert run_one(ex, "assert f(1) == 2").outcome == "pass"
-
-
 def test_concurrent_callers_share_the_pool(executor):
     import threading
 
@@ -274,13 +266,16 @@ def test_stdlib_subclasses_compare_as_their_base(executor):
     assert run_one(executor, "assert p() == (1, 2)", program=program).outcome == "pass"
 
 
-def test_folders_under_tmp_that_the_worker_needs_are_bound_into_the_sandbox(monkeypatch):
-    # A checkout (and its .venv) under /tmp would be hidden by the sandbox's private /tmp.
-    import engine.execution.executor as executor_module
+def test_folders_under_tmp_that_the_worker_needs_are_bound_into_the_sandbox(tmp_path):
+    # A checkout (and its .venv) under /tmp would be hidden by the sandbox's private /tmp: such
+    # folders are bound after the tmpfs, and a folder inside another bound one is not bound twice.
+    from engine.execution import isolation
 
-    monkeypatch.setattr(executor_module, "WORKER_SCRIPT", "/tmp/ci/main/engine/execution/sandbox/worker.py")
-    monkeypatch.setattr(executor_module.sys, "prefix", "/tmp/ci/main/.venv")
-    kept = executor_module._hidden_by_private_tmp("/tmp/ci/main/src")
-    assert kept == ["/tmp/ci/main"]  # the parent covers the project and the venv
-    monkeypatch.setattr(executor_module, "WORKER_SCRIPT", "/opt/egcfg/engine/execution/sandbox/worker.py")
-    assert executor_module._hidden_by_private_tmp("/tmp/elsewhere") == ["/tmp/elsewhere", "/tmp/ci/main/.venv"]
+    checkout = tmp_path / "main"
+    (checkout / "src").mkdir(parents=True)
+    (checkout / ".venv").mkdir()
+    view = isolation.readonly_view(str(checkout / "src"), [str(checkout), str(checkout / ".venv"), "/usr/lib"])
+    assert set(view) == {isolation.SANDBOX_DIR, str(checkout)}  # /usr is part of the system view
+    args = isolation.bwrap_args(["/opt/x", str(checkout)], "/tmp")
+    tmpfs = args.index("/tmp", args.index("/dev/shm") + 1)
+    assert args[tmpfs - 1] == "--tmpfs" and args.index(str(checkout)) > tmpfs and args.index("/opt/x") < tmpfs
