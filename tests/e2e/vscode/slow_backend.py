@@ -5,6 +5,7 @@ this class instead of EngineBackend. Model loading and the sandboxed test runs a
 
 - With a tiny model the engine writes a whole function in well under a second, too fast to see
   the ghost text grow, so the event stream pauses EGCFG_E2E_LINE_DELAY_MS after each committed line.
+- EGCFG_E2E_LOAD_DELAY_MS delays the model load (a command sent meanwhile must wait, not refuse).
 - A random-weight model almost never writes more than one line, so line-by-line growth cannot be
   seen with it. For the functions named in the JSON file EGCFG_E2E_SCRIPT ({"name": [line, ...]}),
   the committed lines are those lines instead of the model's (same event types, same pauses); the
@@ -36,6 +37,11 @@ def _scripts() -> dict[str, list[str]]:
 
 
 class SlowEngineBackend(EngineBackend):
+    def load(self, settings):
+        # EGCFG_E2E_LOAD_DELAY_MS: a slow model load, so that a command can be sent while it loads
+        time.sleep(float(os.environ.get("EGCFG_E2E_LOAD_DELAY_MS", "0")) / 1000)
+        return super().load(settings)
+
     def complete(self, settings, project_root, task_fields, cancel) -> Iterator[Any]:
         delay = float(os.environ.get("EGCFG_E2E_LINE_DELAY_MS", "1500")) / 1000
         script = _scripts().get(task_fields["function_name"])
