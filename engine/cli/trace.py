@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a Python file: its top-level asserts are tests, and each test_* function is one test")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="wall-clock limit per test (default 5)")
     parser.add_argument("--no-trace", action="store_true", help="only outcomes, no trace")
+    parser.add_argument("--pytest", action="store_true",
+                        help="run the module's test files (--tests-file, else those found by name) and its doctests "
+                             "with the project's own pytest, as pytest would")
+    parser.add_argument("--python", metavar="PATH", default="",
+                        help="the project's interpreter (default: a .venv/venv at the project root, else egcfg's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -35,6 +40,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--timeout must be a positive number of seconds")
     path = Path(args.code_file)
     program = read_source(path)
+    if args.pytest:
+        return _main_pytest(args, path, program)
     _check_compiles(program, str(path))
     if args.function and args.function not in defined_names(program):
         raise UserError(f"{path} defines no function or class named {args.function!r}")
@@ -51,11 +58,81 @@ def main(args: argparse.Namespace) -> int:
 
     from engine.execution.executor import Executor, Job, Limits  # imported here: `egcfg --help` stays cheap
 
+    from engine.project.layout import module_layout
+
+    layout = module_layout(str(path), None)  # the program runs as the module of its package
     limits = Limits(test_seconds=args.timeout, job_seconds=args.timeout * len(tests) + 30)
-    with Executor(workers=min(2, len(tests)), limits=limits) as executor:
-        result = executor.run(Job(program=program, tests=tuple(tests), setup=setup, trace=not args.no_trace))
+    with Executor(workers=min(2, len(tests)), limits=limits, project_root=layout.rootdir,
+                  python=_interpreter(args, layout.rootdir)) as executor:
+        result = executor.run(Job(program=program, tests=tuple(tests), setup=setup, trace=not args.no_trace,
+                                  project=layout.to_dict()))
     print(json.dumps(as_json(program, result, path, args), indent=2) if args.json else as_text(program, result))
     return 0
+
+
+def _interpreter(args: argparse.Namespace, root: str):
+    from engine.execution import interpreter
+
+    return interpreter.select(root, args.python)
+
+
+def _main_pytest(args: argparse.Namespace, path: Path, program: str) -> int:
+    """--pytest: one sandboxed pytest session over the module's tests (engine/execution/project_run.py)."""
+    from engine.execution import project_run
+    from engine.execution.executor import Executor, Limits
+    from engine.project.layout import find_rootdir
+    from engine.execution.render import render_test
+
+    root = find_rootdir(str(path.resolve().parent), None)
+    python = _interpreter(args, root)
+    if args.tests_file:
+        files = [str(Path(args.tests_file).resolve())]
+        if not Path(files[0]).is_file():
+            raise UserError(f"{args.tests_file}: no such file")
+    else:
+        files = _test_files_by_name(path, root)
+    limits = Limits(test_seconds=args.timeout, max_processes=project_run.PROCESSES)
+    with Executor(workers=2, limits=limits, project_root=root, python=python) as executor:
+        if not project_run.available(executor):
+            raise UserError(f"{python.describe()} cannot import pytest: install it there, or drop --pytest")
+        run = project_run.run_module(executor, str(path), program, root, files, trace=not args.no_trace)
+    ran = run.ran
+    if args.json:
+        print(json.dumps({
+            "file": str(path), "interpreter": python.describe(), "rootdir": run.layout.rootdir,
+            "module": run.layout.name, "test_files": files, "traced": not args.no_trace,
+            "passed": run.passed, "total": len(ran), "skipped": len(run.tests) - len(ran), "problems": run.problems,
+            "tests": [{"test": t.nodeid, "outcome": t.outcome, "message": t.message, "seconds": round(t.seconds, 4),
+                       "limit": t.limit, "trace": t.trace.to_dict() if t.trace is not None else None} for t in run.tests],
+        }, indent=2))
+        return 0
+    from engine.execution.executor import TestResult
+
+    blocks = [f"# {run.passed}/{len(ran)} tests passed, {len(run.tests) - len(ran)} skipped "
+              f"({run.layout.name}; {python.describe()})"]
+    blocks += [f"# {problem}" for problem in run.problems]
+    for test in run.tests:
+        result = TestResult(test.nodeid, test.outcome, test.message, test.trace, "", test.seconds)
+        blocks.append(render_test(program, result))
+    print("\n\n".join(blocks))
+    return 0
+
+
+def _test_files_by_name(path: Path, root: str) -> list[str]:
+    """test_<module>.py / <module>_test.py beside the module or under a tests/ folder up to the root."""
+    names = {f"test_{path.stem}.py", f"{path.stem}_test.py"}
+    found: list[str] = []
+    folder = path.resolve().parent
+    top = Path(root).resolve()
+    while True:
+        for candidate in [folder / n for n in sorted(names)] + sorted(
+                p for d in ("tests", "test") if (folder / d).is_dir() for p in (folder / d).rglob("*.py") if p.name in names):
+            if candidate.is_file() and str(candidate) not in found:
+                found.append(str(candidate))
+        if folder == top or folder == folder.parent:
+            break
+        folder = folder.parent
+    return found
 
 
 def as_text(program: str, result) -> str:

@@ -260,7 +260,7 @@ class _Recorder:
 
     def _failure(self, report):
         kind, message = _crash(report)
-        if kind == "TestTimeLimit":
+        if kind.endswith("TestTimeLimit") or message.split("\n", 1)[0].split(" ", 1)[0].endswith("TestTimeLimit"):
             return "timeout", f"timed out after {_seconds(self._limit(report.nodeid))} s"
         if report.when != "call":
             return "error", f"{message} (in {report.when})"[:MAX_MESSAGE]

@@ -1,0 +1,157 @@
+"""A module's tests run the way pytest runs them: the fixture project (src/ layout, relative imports,
+__future__, conftest fixtures, stateful doctests, values of many types) through the real sandbox,
+through the server's folding (lsp_server.project_tests) and through `egcfg trace --pytest`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.execution import project_run
+from engine.execution.executor import Executor, Limits
+from lsp_server.discovery import candidate_test_files
+
+REPO = Path(__file__).resolve().parents[3]
+SHAPES = REPO / "tests" / "fixtures" / "projects" / "shapes"
+CORE = SHAPES / "src" / "shapes" / "core.py"
+UNDER_PYTEST = {"pass": 17, "skip": 1, "xfail": 1}  # what pytest itself reports for this module's tests
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(workers=2, limits=Limits(test_seconds=5.0, max_processes=project_run.PROCESSES),
+                  project_root=str(SHAPES)) as pool:
+        yield pool
+
+
+def outcomes(run) -> dict:
+    counts: dict = {}
+    for test in run.tests:
+        counts[test.outcome] = counts.get(test.outcome, 0) + 1
+    return counts
+
+
+def run_core(executor, text: str | None = None, **kwargs):
+    text = CORE.read_text() if text is None else text
+    files = candidate_test_files(str(CORE), text, str(SHAPES))
+    return project_run.run_module(executor, str(CORE), text, str(SHAPES), files, **kwargs)
+
+
+def test_the_fixture_project_gives_what_pytest_gives(executor):
+    run = run_core(executor)
+    assert run.problems == []
+    assert outcomes(run) == UNDER_PYTEST, [(t.nodeid, t.outcome, t.message) for t in run.tests if t.outcome != "pass"]
+    ids = {t.nodeid for t in run.tests}
+    # parametrize, unittest, a class, the module's doctests (stateful counter, continuation lines)
+    assert "tests/test_core.py::test_area[2-3-6]" in ids and "tests/test_core.py::AreaCase::test_each_side" in ids
+    assert "src/shapes/core.py::shapes.core.counter" in ids and "src/shapes/core.py::shapes.core.area" in ids
+    identity = next(t for t in run.tests if t.nodeid.endswith("test_the_module_is_the_module_of_its_package"))
+    assert identity.outcome == "pass"
+
+
+def test_the_editors_text_replaces_the_file_on_disk(executor):
+    before = CORE.read_text()
+    broken = before.replace("    return width * height\n", "    return width + height\n")
+    run = run_core(executor, broken)
+    by_id = {t.nodeid: t for t in run.tests}
+    wrong = by_id["tests/test_core.py::test_area[2-3-6]"]
+    assert wrong.outcome == "fail" and "5 == 6" in wrong.message
+    assert by_id["tests/test_core.py::test_area[0-5-0]"].outcome == "fail"
+    doctest = by_id["src/shapes/core.py::shapes.core.area"]
+    assert doctest.outcome == "fail" and "Expected" in doctest.message and "5" in doctest.message
+    assert by_id["tests/test_core.py::test_values_of_stdlib_types"].outcome == "pass"
+    assert CORE.read_text() == before
+
+
+def test_traces_show_the_modules_lines_as_the_program(executor):
+    run = run_core(executor)
+    test = next(t for t in run.tests if t.nodeid == "tests/test_core.py::test_area[2-3-6]")
+    assert test.trace is not None
+    program = [e for e in test.trace.events if e.file == "program"]
+    area_line = CORE.read_text().splitlines().index("def area(width: float, height: float) -> float:") + 1
+    assert any(e.kind == "call" and e.func == "area" and e.line == area_line for e in program)
+    assert any(e.kind == "return" and e.values and e.values[0].repr == "6" for e in program)
+
+
+def test_a_module_that_fails_to_import_is_reported_not_hidden(executor):
+    text = CORE.read_text().replace("from .units import to_inches", "from .no_such_module import to_inches")
+    run = run_core(executor, text)
+    assert not any(t.outcome == "pass" for t in run.tests)
+    assert any("no_such_module" in p for p in run.problems), run.problems
+
+
+def make_slow_project(root: Path) -> Path:
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    module = root / "pkg" / "waits.py"
+    module.write_text("import time\n\ndef wait(seconds):\n    time.sleep(seconds)\n    return seconds\n")
+    (root / "tests").mkdir()
+    (root / "tests" / "test_waits.py").write_text(textwrap.dedent("""\
+        from pkg.waits import wait
+
+        def test_quick():
+            assert wait(0) == 0
+
+        def test_slow_but_correct():
+            assert wait(1.6) == 1.6
+
+        def test_hangs():
+            assert wait(1000) == 1000
+        """))
+    return module
+
+
+def test_a_slow_test_gets_a_measured_limit_and_a_hang_is_a_timeout(tmp_path):
+    module = make_slow_project(tmp_path)
+    slow = project_run.SlowTests()
+    project_run_limit = project_run.SLOW_RETRY_SECONDS
+    project_run.SLOW_RETRY_SECONDS = 4.0  # keep the hanging test's second chance short here
+    try:
+        with Executor(workers=2, limits=Limits(test_seconds=1.0), project_root=str(tmp_path)) as pool:
+            files = [str(tmp_path / "tests" / "test_waits.py")]
+            run = project_run.run_module(pool, str(module), module.read_text(), str(tmp_path), files, slow=slow)
+            by_name = {t.name: t for t in run.tests}
+            assert by_name["test_quick"].outcome == "pass"
+            slow_one = by_name["test_slow_but_correct"]
+            assert slow_one.outcome == "pass" and slow_one.limit > 1.6 + 1.0
+            hang = by_name["test_hangs"]
+            assert hang.outcome == "timeout" and "timed out after" in hang.message
+            # the measured limit is remembered: the next run passes at once
+            again = project_run.run_module(pool, str(module), module.read_text(), str(tmp_path), files, slow=slow)
+            assert {t.name: t.outcome for t in again.tests}["test_slow_but_correct"] == "pass"
+            assert slow.limit(run.layout.rootdir, slow_one.nodeid, 1.0) > 2.0
+    finally:
+        project_run.SLOW_RETRY_SECONDS = project_run_limit
+
+
+def test_the_server_folds_tests_per_function(executor):
+    from lsp_server.project_tests import analyse_project
+    from lsp_server.settings import Settings
+
+    text = CORE.read_text().replace("    return width * height\n", "    return width + height\n")
+
+    def run(path, module_text, files):
+        return project_run.run_module(executor, path, module_text, str(SHAPES), files)
+
+    analysis = analyse_project(text, 1, str(CORE), str(SHAPES), Settings(), run, None)
+    by_function = {r.span.name: r for r in analysis.runs}
+    assert {"area", "counter", "day", "tags"} <= set(by_function)
+    area = by_function["area"]
+    assert area.passed < len(area.records)  # the parametrized cases that now fail, and the doctest
+    assert any(n.severity == "error" and "t" in n.message for n in analysis.notes)
+    assert by_function["day"].passed == len(by_function["day"].records) >= 1
+
+
+def test_egcfg_trace_runs_the_module_with_pytest():
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "trace", str(CORE), "--pytest", "--json", "--no-trace"],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=240)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["passed"] == UNDER_PYTEST["pass"] and answer["total"] == UNDER_PYTEST["pass"]
+    assert answer["skipped"] == UNDER_PYTEST["skip"] + UNDER_PYTEST["xfail"]
+    assert answer["interpreter"].startswith("Python ")
