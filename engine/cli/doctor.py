@@ -169,10 +169,22 @@ def check_models() -> dict:
     return info
 
 
-def collect() -> dict:
+def check_tests_interpreter(workspace: str, python: str = "") -> dict:
+    """Which Python runs the project's tests here (the same choice `egcfg serve` makes)."""
+    from engine.errors import UserError
+    from engine.execution import interpreter
+
+    try:
+        return interpreter.select(workspace, python).to_dict()
+    except UserError as error:
+        return {"error": str(error)}
+
+
+def collect(workspace: str = ".", python: str = "") -> dict:
     cuda = check_cuda()
     return {
         "python": check_python(),
+        "tests_interpreter": check_tests_interpreter(os.path.abspath(workspace), python),
         "packages": {name: _version(name) for name in PACKAGES},
         "cuda": cuda,
         "bitsandbytes": check_bitsandbytes(cuda["available"]),
@@ -189,6 +201,8 @@ def format_text(report: dict) -> str:
     python, cuda, bnb, sandbox, found = (report[key] for key in ("python", "cuda", "bitsandbytes", "sandbox", "models"))
     lines = [f"egcfg {python['egcfg']} on Python {python['version']} ({python['executable']})",
              "packages: " + ", ".join(f"{name} {version or 'missing'}" for name, version in report["packages"].items())]
+    tests = report.get("tests_interpreter") or {}
+    lines.append(f"tests run with: {tests.get('description') or tests.get('error')}")
     if cuda["available"]:
         for device in cuda["devices"]:
             lines.append(f"cuda:{device['index']}: {device['name']}, {device['free_mb']} of {device['total_mb']} MB free")
@@ -213,9 +227,12 @@ def format_text(report: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the findings as one JSON object")
+    parser.add_argument("--workspace", default=".", metavar="FOLDER",
+                        help="the project whose tests' interpreter to report (default: the current folder)")
+    parser.add_argument("--python", default="", metavar="PATH", help="the project's interpreter, as the python setting")
 
 
 def main(args: argparse.Namespace) -> int:
-    report = collect()
+    report = collect(args.workspace, args.python)
     print(json.dumps(report, indent=2) if args.json else format_text(report))
     return 0

@@ -40,7 +40,8 @@ def test_doctor_json_has_every_section(tmp_path):
     done = run_doctor("--json", cache=tmp_path / "empty-cache")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert set(report) == {"python", "packages", "cuda", "bitsandbytes", "sandbox", "models"}
+    assert set(report) == {"python", "tests_interpreter", "packages", "cuda", "bitsandbytes", "sandbox", "models"}
+    assert report["tests_interpreter"]["version"] and report["tests_interpreter"]["description"].startswith("Python ")
     assert report["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
     assert report["packages"]["torch"] and report["packages"]["transformers"]
     assert isinstance(report["cuda"]["available"], bool) and isinstance(report["cuda"]["devices"], list)
