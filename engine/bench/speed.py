@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naive-tokens", type=int, default=6, help="tokens timed for the naive loop (default: %(default)s)")
     parser.add_argument("--lines", type=int, default=4, help="line refreshes timed (default: %(default)s)")
     parser.add_argument("--no-executor", action="store_true", help="skip the sandbox timing")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the compiled decode step (torch.compile; CUDA graphs on a GPU) and check "
+                             "that it picks the same tokens as the eager step")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -237,6 +240,59 @@ def measure(loaded, prompt: list[int], i_dyn: int, signal: list[int], *, tokens:
     return results
 
 
+def measure_compiled(loaded, prompt: list[int], i_dyn: int, signal: list[int], *, tokens: int) -> dict:
+    """The compiled step against the eager one from the same fresh states: guided (2 rows, gamma 3)
+    and greedy (1 row); times per token (median, after the compile/warm-up steps) and whether the
+    tokens are identical."""
+    import torch
+
+    from engine.generation import decode
+    from engine.generation.compiled import CompiledStep, compilable
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ok, why = compilable(model)
+    if not ok:
+        return {"compiled": False, "compiled_note": why}
+
+    def state(gamma: float):
+        dec = decode.start(model, tokenizer, prompt, i_dyn, gamma=gamma, def_indent=-1,
+                           max_new_tokens=4 * tokens + 64, stop_ids=frozenset())
+        if gamma:
+            decode.set_signal(dec, signal)
+        return dec, (dec.guided if gamma else dec.uncond)
+
+    def run(gamma: float, step) -> tuple[list[int], float]:
+        dec, kv = state(gamma)
+        token, chosen, times, clock = dec.pending, [], [], _clock(model)
+        for _ in range(tokens + 3):
+            _sync(model)
+            begin = clock()
+            token = step(kv, token)
+            times.append(clock() - begin)
+            chosen.append(token)
+        return chosen, statistics.median(times[3:])
+
+    out: dict = {"compiled": True, "compile_mode": None}
+    matches = True
+    with torch.inference_mode():
+        for name, gamma, rows in (("guided", 3.0, 2), ("greedy", 0.0, 1)):
+            eager_tokens, eager = run(gamma, lambda kv, token: decode.decode_one_token(model, kv, token, gamma))
+            stepper = CompiledStep(model, rows, gamma)
+            out["compile_mode"] = stepper.mode
+            started = time.perf_counter()
+            stepper.step(state(gamma)[1], prompt[-1])   # compile (and record the graph) once
+            out[f"{name}_compile_s"] = time.perf_counter() - started
+            compiled_tokens, compiled = run(gamma, stepper.step)
+            out[f"{name}_eager_ms_per_token"] = 1000 * eager
+            out[f"{name}_compiled_ms_per_token"] = 1000 * compiled
+            matches = matches and compiled_tokens == eager_tokens
+    out["compiled_ms_per_token"] = out["guided_compiled_ms_per_token"]
+    out["eager_ms_per_token"] = out["guided_eager_ms_per_token"]
+    out["compiled_speedup"] = out["eager_ms_per_token"] / out["compiled_ms_per_token"]
+    out["compiled_matches_eager"] = matches
+    return out
+
+
 def measure_executor(rows: int = 3, repeats: int = 3) -> dict:
     from engine.execution.executor import Executor, Job
 
@@ -295,6 +351,8 @@ def main(args: argparse.Namespace) -> int:
               "prompt_tokens": len(prompt), "i_dyn": i_dyn, "signal_tokens": len(signal), "timed_tokens": args.tokens}
     report.update(measure(loaded, prompt, i_dyn, signal, tokens=args.tokens, naive_tokens=args.naive_tokens,
                           lines=args.lines))
+    if args.compile:
+        report.update(measure_compiled(loaded, prompt, i_dyn, signal, tokens=args.tokens))
     if not args.no_executor:
         report.update(measure_executor())
     report.update(ratios(report))

@@ -1,0 +1,161 @@
+"""A decode step that torch.compile can capture: one function holds the forward, the CFG mix and
+the argmax, over a fixed-shape slot cache.
+
+The eager step (decode.forward) grows its views of the cache by one slot per token, so every
+step has new shapes; here the cache has a fixed capacity, chosen from a few size buckets, and a
+step writes its keys and values at slot `slot` (a tensor, not a Python int) and attends every
+slot under the row's mask. Shapes are then the same from one token to the next, and
+`torch.compile(mode="reduce-overhead")` records the whole step as one CUDA graph on a GPU (on a
+CPU, inductor compiles it; tests use that).
+
+    stepper = CompiledStep(model, rows=2, gamma=3.0)   # per decoding: it owns its buffers
+    token = stepper.step(kv, token)                    # kv moves into the static buffers once
+
+The KV keeps working with every eager function (verify_draft, crop, drop_gap, prefills): its
+layers are re-bound onto the static buffers, so both paths read and write the same memory.
+
+bitsandbytes 4-bit layers are left eager (see `compilable`): with the pinned versions their
+compile support is not something this project has measured on a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from engine.generation.decode import cache_argument
+from engine.generation.kv import KV
+
+BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+def bucket_for(slots: int) -> int:
+    for size in BUCKETS:
+        if slots <= size:
+            return size
+    return slots
+
+
+def compilable(model) -> tuple[bool, str]:
+    """(whether the step is compiled for this model, why not)."""
+    if getattr(model, "is_loaded_in_4bit", False) or any(
+            type(module).__name__ == "Linear4bit" for module in model.modules()):
+        return False, "bitsandbytes 4-bit layers stay eager"
+    return True, ""
+
+
+class _StaticLayer(CacheLayerMixin):
+    is_sliding = False
+    is_compileable = True
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor):
+        super().__init__()
+        self.keys, self.values, self.slot = keys, values, slot
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        pass
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.keys.index_copy_(2, self.slot, key_states)
+        self.values.index_copy_(2, self.slot, value_states)
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.keys.shape[2], 0
+
+    def get_seq_length(self) -> int:
+        return 0
+
+    def get_max_length(self) -> int:
+        return self.keys.shape[2]
+
+
+class CompiledStep:
+    """One decoding's compiled one-token step over `rows` rows (1: greedy, 2: the guided pair)."""
+
+    def __init__(self, model, rows: int, gamma: float, *, mode: str | None = None, compile: bool = True):
+        self.model, self.rows = model, rows
+        self.capacity = 0
+        self.layers: list[_StaticLayer] = []
+        device = model.device
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.ids = torch.zeros(rows, 1, dtype=torch.long, device=device)
+        self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)
+        self.gamma = torch.tensor(float(gamma), device=device)
+        self.mask: torch.Tensor | None = None
+        self.cache: Cache | None = None
+        self.cache_kwarg = cache_argument(model)   # looked up outside the compiled function
+        if mode is None:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"
+        self.mode = mode
+        self.function = torch.compile(self._step, mode=mode, dynamic=False) if compile else self._step
+
+    # -- buffers --------------------------------------------------------------------------------
+
+    def _allocate(self, kv: KV, capacity: int) -> None:
+        like = kv.layers[0].buffer_keys
+        self.layers = []
+        for layer in kv.layers:
+            keys = layer.buffer_keys.new_zeros(self.rows, like.shape[1], capacity, like.shape[3])
+            values = layer.buffer_values.new_zeros(self.rows, layer.buffer_values.shape[1], capacity,
+                                                   layer.buffer_values.shape[3])
+            for tensor in (keys, values):
+                torch._dynamo.mark_static_address(tensor)
+            self.layers.append(_StaticLayer(keys, values, self.slot))
+        self.mask = torch.zeros(self.rows, capacity, dtype=torch.bool, device=like.device)
+        torch._dynamo.mark_static_address(self.mask)
+        self.cache = Cache(layers=self.layers)
+        self.capacity = capacity
+
+    def adopt(self, kv: KV, room: int = 64) -> None:
+        """Move `kv` into the static buffers (a bigger bucket when it no longer fits) and re-bind
+        its layers and mask onto them."""
+        if kv.rows != self.rows:
+            raise ValueError(f"this step has {self.rows} rows, the cache {kv.rows}")
+        needed = bucket_for(kv.length + room)
+        if needed > self.capacity:
+            self._allocate(kv, needed)
+        length = kv.length
+        for static, layer in zip(self.layers, kv.layers):
+            if layer.buffer_keys is not static.keys:
+                static.keys[:, :, :length] = layer.buffer_keys[:, :, :length]
+                static.values[:, :, :length] = layer.buffer_values[:, :, :length]
+                static.keys[:, :, length:] = 0
+                static.values[:, :, length:] = 0
+                layer._adopt(static.keys, static.values)
+        if kv.mask is not self.mask:
+            self.mask.zero_()
+            self.mask[:, : min(kv.capacity, self.capacity)] = kv.mask[:, : self.capacity]
+            kv.mask = self.mask
+        for layer in kv.layers:
+            layer.capacity = self.capacity
+
+    def holds(self, kv: KV) -> bool:
+        return bool(self.layers) and kv.layers[0].buffer_keys is self.layers[0].keys and kv.mask is self.mask
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def _step(self, ids, positions, mask, gamma):
+        inputs = {"input_ids": ids, "position_ids": positions, "attention_mask": mask[:, None, None, :],
+                  "use_cache": True, "logits_to_keep": 1, self.cache_kwarg: self.cache}
+        logits = self.model(**inputs).logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        scores = logp[0] + gamma * (logp[1] - logp[0]) if self.rows == 2 else logp[0]
+        return scores.argmax(-1)
+
+    def step(self, kv: KV, token: int) -> int:
+        """Feed `token` to every row of `kv`; the guided argmax of the next token."""
+        if not self.holds(kv) or kv.length + 1 > self.capacity:
+            self.adopt(kv)
+        slot = kv.length
+        self.slot.fill_(slot)
+        self.ids.fill_(token)
+        self.positions.copy_(kv.positions[:, None])
+        self.mask[:, slot] = True
+        choice = self.function(self.ids, self.positions, self.mask, self.gamma)
+        for layer in kv.layers:
+            layer.length = slot + 1
+            layer._refresh_views()
+        kv.positions += 1
+        return int(choice)
