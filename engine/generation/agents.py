@@ -136,6 +136,7 @@ class Run:
     reuse: bool = False       # candidates whose first line was committed are kept for the next line
     force: list[int] | None = None                 # teacher forcing of the guided choice (replay)
     steer: candidates.Steer | None = None          # steering of candidate rows (replay)
+    compile: bool = False     # guided one-token steps through the compiled step (engine.generation.compiled)
 
     def steps(self, generator):
         """Run a step generator: alone on the model, or (batching) hand its steps to the scheduler."""
@@ -174,7 +175,7 @@ class Run:
 def _job(run: Run, program: str, trace: bool):
     from engine.execution.executor import Job
 
-    return Job(program=program, tests=tuple(run.task.tests), setup=run.task.setup, trace=trace)
+    return Job(program=program, tests=tuple(run.task.tests), setup=run.task.setup, trace=trace, project=run.task.project)
 
 
 def candidate_program(run: Run, code: str, candidate: candidates.Candidate) -> str | None:
@@ -219,7 +220,7 @@ def run_agent(run: Run, config: AgentConfig, index: int):
             run.heads[config.style] = decode.prefill_head(run.model.model, prompt.ids, prompt.i_dyn)
         dec = decode.start(run.model.model, tokenizer, prompt.ids, prompt.i_dyn, gamma=gamma,
                            def_indent=run.def_indent, max_new_tokens=run.max_new_tokens, cancel=run.cancelled,
-                           head=run.heads[config.style])
+                           head=run.heads[config.style], compile=run.compile)
     if run.force is not None:
         dec.force = run.force
     seed = (run.seed + 7919 * index) % (2**62)
@@ -354,7 +355,8 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
                    gammas: Sequence[float] | None = None, cancel: CancelToken | None = None,
                    max_new_tokens: int = 512, seed: int | None = None, concurrency: int | None = None,
                    signal_chars: int = 6000, fast: bool = True, first_pass_wins: bool = True,
-                   teacher: Any = None, batch_agents: bool | None = None) -> Iterator[Event]:
+                   teacher: Any = None, batch_agents: bool | None = None,
+                   compile: bool = False) -> Iterator[Event]:
     """Complete `task.function_name` with execution-guided decoding; yields events as they happen.
 
     model       engine.generation.models.LoadedModel (its .model and .tokenizer are used)
@@ -374,6 +376,8 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
     first_pass_wins  stop at the first agent whose program passes every given test (False: every
                 agent runs to its end, for benchmarks)
     batch_agents     override `fast` for the batching alone (tests: batched against one by one)
+    compile     guided one-token steps through a torch.compile'd step (CUDA graphs on a GPU); these
+                steps then run per agent, not in the shared batch; bitsandbytes 4-bit stays eager
     teacher     for `egcfg bench replay`: an object with `.force` (token ids the guided choice follows)
                 and `.steer` (engine.generation.candidates.Steer for the candidate rows)
 
@@ -403,7 +407,7 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
               seed=torch.initial_seed() if seed is None else int(seed), signal_chars=signal_chars, pool=pool,
               def_indent=decode.def_indent_of(task.source_before, task.function_name),
               batch=fast if batch_agents is None else batch_agents, reuse=fast,
-              force=getattr(teacher, "force", None), steer=getattr(teacher, "steer", None))
+              force=getattr(teacher, "force", None), steer=getattr(teacher, "steer", None), compile=compile)
     batch_agents = run.batch
     limit = getattr(model.model.config, "max_position_embeddings", None)
     for config in configs:

@@ -250,6 +250,8 @@ class Decoding:
     anchor: str = ""          # decoded text of the last prompt token (see code_text)
     cancel: Callable[[], bool] | None = None
     force: Sequence[int] | None = None   # teacher forcing: the guided choice follows these tokens (replay)
+    compile: bool = False     # one-token guided steps through engine.generation.compiled (torch.compile)
+    stepper: Any = None       # its CompiledStep, made on first use
 
     @property
     def pending(self) -> int:
@@ -291,10 +293,12 @@ def prefill_head(model, prompt_ids: Sequence[int], head_len: int) -> KV:
 @torch.inference_mode()
 def start(model, tokenizer, prompt_ids: Sequence[int], head_len: int, *, gamma: float, def_indent: int,
           max_new_tokens: int = 512, stop_ids: frozenset[int] | None = None,
-          cancel: Callable[[], bool] | None = None, head: KV | None = None) -> Decoding:
+          cancel: Callable[[], bool] | None = None, head: KV | None = None, compile: bool = False) -> Decoding:
     """Prefill the prompt (everything but its last token, which is pending). The head before
     i_dyn is prefilled once and kept when the conditional stream will be needed (gamma != 0);
-    pass `head` (from `prefill_head`) to share it between agents with the same prompt."""
+    pass `head` (from `prefill_head`) to share it between agents with the same prompt. `compile`:
+    the one-token guided steps run through a torch.compile'd step (engine.generation.compiled)
+    where the model allows it (not for bitsandbytes 4-bit layers)."""
     prompt_ids = list(prompt_ids)
     if len(prompt_ids) < 2:
         raise ValueError("the prompt needs at least two tokens")
@@ -310,6 +314,10 @@ def start(model, tokenizer, prompt_ids: Sequence[int], head_len: int, *, gamma: 
     dec = Decoding(model=model, tokenizer=tokenizer, prompt_ids=prompt_ids, head_len=head_len, gamma=gamma,
                    def_indent=def_indent, stop_ids=stop_ids if stop_ids is not None else stop_token_ids(tokenizer, model),
                    max_new_tokens=max_new_tokens, uncond=uncond, head=head, anchor=anchor, cancel=cancel)
+    if compile:
+        from engine.generation.compiled import compilable
+
+        dec.compile = compilable(model)[0]
     dec.uncond_fed = len(prompt_ids) - 1
     dec.guided = uncond if gamma == 0 else None
     return dec
@@ -397,6 +405,17 @@ def guided_choice(dec: "Decoding", logits: torch.Tensor) -> int:
 
 
 @torch.inference_mode()
+def _compiled_choice(dec: Decoding, kv: KV) -> int:
+    """One guided step through the compiled step (it runs in place: not batched with other agents)."""
+    from engine.generation.compiled import CompiledStep
+
+    if dec.stepper is None or dec.stepper.rows != kv.rows:
+        dec.stepper = CompiledStep(dec.model, kv.rows, dec.gamma)
+    token = dec.stepper.step(kv, dec.pending)
+    return forced_tokens(dec, 1)[0] if dec.force is not None else token
+
+
+@torch.inference_mode()
 def guided_line(dec: Decoding, draft: Sequence[int] = ()) -> LineEnd:
     """Decode greedily with guidance until a token completes a line, the function ends, or the
     token cap is hit. A draft (a candidate's first line) is verified in one forward first."""
@@ -424,9 +443,12 @@ def guided_line_steps(dec: Decoding, draft: Sequence[int] = ()):
                 end.stop, end.why = "token_cap", "cap"
                 return end
             _check_cancel(dec)
-            ids = torch.full((kv.rows, 1), dec.pending, dtype=torch.long, device=kv.positions.device)
-            logits = yield Step(kv, ids)
-            queue = [guided_choice(dec, logits)]
+            if dec.compile:
+                queue = [_compiled_choice(dec, kv)]
+            else:
+                ids = torch.full((kv.rows, 1), dec.pending, dtype=torch.long, device=kv.positions.device)
+                logits = yield Step(kv, ids)
+                queue = [guided_choice(dec, logits)]
         token = queue.pop(0)
         end.tokens += 1
         stopped = push_token(dec, token, end.lines)

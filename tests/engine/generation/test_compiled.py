@@ -1,0 +1,43 @@
+"""The compiled decode step (engine/generation/compiled.py): inductor on CPU, tiny model in fp32."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine.generation import compiled, decode  # noqa: E402
+from engine.generation.naive_reference import naive_guided_decode  # noqa: E402
+from test_decode import PROMPTS, SIGNALS, decode_all, encode, one_thread, structured, tokenizer  # noqa: E402,F401
+
+
+def test_compiled_guided_decoding_equals_the_naive_reference(structured, tokenizer):
+    """Whole lines with signal refreshes (a new pair of rows moved into the buffers per line): the compiled
+    step (fixed-shape buffers, forward + CFG mix + argmax in one function) picks every token the
+    naive reference picks."""
+    ids, i_dyn = encode(tokenizer, *PROMPTS[2])
+    signals = [tokenizer.encode(s, add_special_tokens=False) for s in SIGNALS]
+    stop = decode.stop_token_ids(tokenizer, structured)
+    dec = decode.start(structured, tokenizer, ids, i_dyn, gamma=3.0, def_indent=0, max_new_tokens=24, stop_ids=stop,
+                       compile=True)
+    assert dec.compile
+    decode_all(dec, signals=signals)
+    reference, _ = naive_guided_decode(structured, tokenizer, ids, i_dyn, lambda k, _: signals[k % 3], gamma=3.0,
+                                       def_indent=0, max_new_tokens=24, stop_ids=stop)
+    assert dec.ids == reference
+    assert dec.stepper is not None and dec.stepper.capacity in compiled.BUCKETS
+
+
+def test_buckets_and_what_stays_eager():
+    assert compiled.bucket_for(1) == 512 and compiled.bucket_for(513) == 1024 and compiled.bucket_for(5000) == 8192
+
+    class FakeLinear4bit(torch.nn.Module):
+        pass
+
+    FakeLinear4bit.__name__ = "Linear4bit"
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), FakeLinear4bit())
+    assert compiled.compilable(model) == (False, "bitsandbytes 4-bit layers stay eager")
+    assert compiled.compilable(torch.nn.Sequential(torch.nn.Linear(2, 2)))[0]
