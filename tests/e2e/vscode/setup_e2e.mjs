@@ -186,10 +186,11 @@ async function main() {
   rmSync(shots, { recursive: true, force: true });
   mkdirSync(shots, { recursive: true });
   const root = mkdtempSync(join(tmpdir(), "egcfg-setup-e2e-"));
-  if (!keep) cleanups.push(() => rmSync(root, { recursive: true, force: true }));
   log(`scratch folder ${root}`);
   const workspace = makeWorkspace(root);
   const { url, serverLog, userData } = await startCodeServer(root, workspace);
+  // after code-server (and the server it started) is stopped: the new environment is large
+  if (!keep) cleanups.push(() => spawnSync("rm", ["-rf", root]));
   cleanups.unshift(() => writeFileSync(join(shots, "code-server.log"), serverLog.join("")));
   cleanups.unshift(() => {
     for (const path of [...findFiles(join(userData, "logs"), "EG-CFG.log"), ...findFiles(join(userData, "User/globalStorage"), "setup.log")]) {
