@@ -23,6 +23,7 @@ class CompletionTask:
     instruction: str = ""   # natural-language instruction (MBPP text); may be empty
     tests: list[str] = field(default_factory=list)   # tests guidance and the stopping rule may use
     setup: str = ""         # run before each test (imports the tests need)
+    project: dict | None = None  # the module's layout (engine.project.layout): candidates run as the module of its package
 
     def program(self, body: str) -> str:
         """The module as it runs with `body` written after `source_before`."""
