@@ -418,6 +418,7 @@ class _Pool:
             "limits": asdict(self.limits),
             "drop_uid": NOBODY if root_drop else None,
             "nproc": None,
+            "user_namespace": level == "bubblewrap",  # per-test user namespaces only inside bwrap's
             # What T does to itself before candidate code (sandbox/confine.py).
             "deny_network": level == "landlock",
             "landlock_scope_abi": abi if abi >= 6 and level != "limits" else 0,
@@ -430,7 +431,8 @@ class _Pool:
     @staticmethod
     def _seccomp(level: str, abi: int) -> str | None:
         try:
-            bpf = seccomp_filter.compiled_filter(network=level != "landlock", signal_gap=level == "landlock" and abi < 6)
+            landlock = level == "landlock"
+            bpf = seccomp_filter.compiled_filter(network=not landlock, signal_gap=landlock and abi < 6, metadata=landlock)
         except (seccomp_filter.SeccompUnavailable, OSError):
             if level == "landlock":
                 raise

@@ -29,6 +29,11 @@ DENIED_CALLS = (
 )
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
                    0x00000080)  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+# Landlock does not cover a file's metadata: without a mount namespace the owner of a host file
+# could still chmod, touch or tag it, so at that level these calls are denied outright.
+METADATA_CALLS = ("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "fchownat", "lchown", "utime",
+                  "utimes", "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
+                  "lremovexattr", "fremovexattr", "setxattrat", "removexattrat")
 AF_INET, AF_INET6, AF_MAX = 2, 10, 64
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 INT32 = 0xFFFFFFFF
@@ -38,18 +43,19 @@ class SeccompUnavailable(RuntimeError):
     pass
 
 
-@functools.lru_cache(maxsize=4)
-def compiled_filter(network: bool, signal_gap: bool = False) -> bytes:
+@functools.lru_cache(maxsize=8)
+def compiled_filter(network: bool, signal_gap: bool = False, metadata: bool = False) -> bytes:
     """BPF bytes of the filter. ``network``: AF_INET/AF_INET6 sockets allowed (bubblewrap's empty
     network namespace); ``signal_gap``: Landlock cannot scope signals here (ABI < 6), so kill()
-    of a process group or of every process (negative pid) is denied too."""
+    of a process group or of every process (negative pid) is denied too; ``metadata``: the
+    METADATA_CALLS are denied (the Landlock level, where host files are not behind a mount)."""
     try:
         import pyseccomp as seccomp
     except (ImportError, RuntimeError, OSError) as error:
         raise SeccompUnavailable(f"libseccomp is not usable ({error}); install libseccomp2 and pyseccomp") from None
     deny = seccomp.ERRNO(errno.EPERM)
     rules = seccomp.SyscallFilter(seccomp.ALLOW)
-    for name in DENIED_CALLS:
+    for name in DENIED_CALLS + (METADATA_CALLS if metadata else ()):
         _add(seccomp, rules, deny, name)
     for flag in NAMESPACE_FLAGS:
         _add(seccomp, rules, deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))

@@ -58,7 +58,8 @@ def child(task, config, out_w, res_w, nonce, tracer_class) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     # The candidate's own empty folder: the private /tmp may also hold mount points of host
     # folders bound back in (a checkout under /tmp), which are none of its business.
-    os.makedirs(config["cwd"], exist_ok=True)
+    if not os.path.isdir(config["cwd"]):  # (mkdir of an existing folder would ask Landlock about its parent)
+        os.makedirs(config["cwd"])
     os.chdir(config["cwd"])
     signal.signal(signal.SIGUSR1, _on_soft_timeout)
     signal.signal(signal.SIGINT, signal.default_int_handler)

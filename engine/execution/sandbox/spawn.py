@@ -62,6 +62,8 @@ def probe_namespace(config) -> str:
         recipes.reverse()  # a user namespace also takes T's capabilities away
     if config.get("direct", True):
         _setup_clone()
+    if not config.get("user_namespace", True):  # outside bubblewrap: the host's uids are not mapped
+        recipes = ["pid"]  # in a new user namespace, so T could not even enter its scratch folder
     if config.get("force_namespace") == "none":  # tests of the fallback (only ever under bubblewrap)
         recipes = []
     for name in recipes:
