@@ -208,7 +208,10 @@ def bwrap_args(view: list[str], scratch: str) -> list[str]:
     passwd, group = _identity_files()
     args = namespace_args() + system_args()
     args += ["--ro-bind", passwd, "/etc/passwd", "--ro-bind", group, "/etc/group",
-             "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc"]
+             "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
+             # All of /proc read-only: bwrap covers /proc/sys only where it finds it writable at
+             # setup, and as root on the host the sandbox's uid is root's, which may write sysctls.
+             "--remount-ro", "/proc"]
     under = [p for p in view if p == scratch or p.startswith(scratch + "/")]
     for path in view:
         if path not in under:
