@@ -93,6 +93,12 @@ class EngineBackend:
 
         if self._model is None:
             raise RuntimeError("the model is not loaded")
+        task_fields = dict(task_fields)
+        module_path = task_fields.pop("module_path", None)
+        if module_path:  # candidates import like the real module: relative imports, __future__, its package
+            from engine.project.layout import module_layout
+
+            task_fields["project"] = module_layout(module_path, project_root).to_dict()
         task = CompletionTask(**task_fields)
         gammas = list(settings.gammas) if settings.gammas else None
         return run_completion(self._model, self.executor(settings, project_root), task,

@@ -194,7 +194,7 @@ class EgcfgServer(LanguageServer):
             loop.call_soon_threadsafe(self.on_run_progress, progress, progress_token)
 
         def work(cancel):
-            events = self.backend.complete(settings, root, task_fields(site, suite), cancel)
+            events = self.backend.complete(settings, root, {**task_fields(site, suite), "module_path": document.path}, cancel)
             return drive(events, site, cancel, on_line, on_progress)
 
         token, future = self.gpu.submit(owner, work)

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a test file: its tests that call the function are used (repeatable)")
     parser.add_argument("--test", action="append", default=[], metavar="'assert ...'",
                         help="a test case (repeatable); the function's doctests are always used too")
+    parser.add_argument("--sandbox", choices=("auto", "bubblewrap", "landlock", "limits"), default="auto",
+                        help="isolation of the tests (default auto: bubblewrap, else Landlock, else refuse; "
+                             "limits = none, an explicit opt-in; EGCFG_SANDBOX sets the default)")
     parser.add_argument("--model", default=None, help="hub id or local folder (default: %(default)s = the built-in default model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--preset", default="editor", choices=["editor", "paper"], help="agent grid")
@@ -34,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512, help="token cap for the function body")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per-test limit in the sandbox")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--python", metavar="PATH", default="",
+                        help="the project's interpreter for the tests (default: a .venv/venv at the project root, else egcfg's)")
 
 
 def collect_tests(args: argparse.Namespace, site: FunctionSite, path: Path) -> TestSuite:
@@ -77,13 +82,13 @@ def _command_line_test(text: str, number: int) -> TestCase:
     return TestCase(text, f"--test {number}", "<command line>", 1, kind)
 
 
-def _check_setup(executor, program: str, suite: TestSuite) -> None:
+def _check_setup(executor, program: str, suite: TestSuite, project: dict | None = None) -> None:
     """Tests that cannot even import make every candidate fail: say so before loading a model."""
     from engine.execution.executor import Job
 
     if not suite.setup.strip():
         return
-    result = executor.run(Job(program=program, tests=("pass",), setup=suite.setup, trace=False))
+    result = executor.run(Job(program=program, tests=("pass",), setup=suite.setup, trace=False, project=project))
     outcome = result.tests[0]
     if outcome.outcome != "pass":
         raise UserError(f"the tests' imports fail before any code runs: {outcome.message}")
@@ -139,10 +144,15 @@ def main(args: argparse.Namespace) -> int:
     suite = collect_tests(args, site, path)
     for reason in suite.skipped:
         print(f"egcfg: skipped: {reason}", file=sys.stderr)
+    from engine.execution import interpreter
+    from engine.project.layout import module_layout
+
     view = LiveView()
-    executor = Executor(limits=Limits(test_seconds=args.timeout), project_root=str(path.resolve().parent))
+    layout = module_layout(str(path), None)  # candidates run as the module of its package
+    executor = Executor(limits=Limits(test_seconds=args.timeout), project_root=layout.rootdir, isolation=args.sandbox,
+                        python=interpreter.select(layout.rootdir, args.python))
     try:
-        _check_setup(executor, site.source_before + site.body_indent + "pass\n" + site.source_after, suite)
+        _check_setup(executor, site.source_before + site.body_indent + "pass\n" + site.source_after, suite, layout.to_dict())
         view.status(f"loading {args.model or DEFAULT_MODEL} ...")
         model = load_model(args.model or DEFAULT_MODEL, device=args.device)
         view.status(f"model ready: {describe(model)}")
@@ -152,6 +162,7 @@ def main(args: argparse.Namespace) -> int:
             source_after=site.source_after,
             tests=[case.source for case in suite.cases],
             setup=suite.setup,
+            project=layout.to_dict(),
         )
         final = None
         for event in run_completion(model, executor, task, preset=args.preset, gammas=args.gamma, max_new_tokens=args.max_new_tokens):

@@ -25,6 +25,8 @@ import reprlib
 from dataclasses import dataclass
 from functools import lru_cache
 
+from engine.execution import values
+
 # Pure functions the host may apply to leaf values; the value says whether the function iterates
 # its first argument (then a generator or other iterable leaf is materialised as a list in the
 # sandbox, as the real call would have done).
@@ -267,7 +269,10 @@ def decode(data, _budget: list | None = None, _depth: int = 0):
             if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
                 raise BadValue("malformed value")
             return {decode(k, budget, _depth + 1): decode(v, budget, _depth + 1) for k, v in pairs}
-    except (ValueError, TypeError, OverflowError) as error:  # bad hex, unhashable key ...
+        if tag in values.TAGS:
+            inner = [decode(rest[-1], budget, _depth + 1)] if tag == "E" and len(rest) == 4 else []
+            return values.decode_stdlib(tag, rest, *inner)
+    except (ValueError, TypeError, OverflowError, ArithmeticError) as error:  # bad hex, unhashable key ...
         raise BadValue(f"malformed value ({error})") from None
     raise BadValue("malformed value")
 

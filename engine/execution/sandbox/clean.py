@@ -110,4 +110,39 @@ def to_json_value(value, budget, depth):
             return ["d", pairs]
     if tag == "c" and len(value) == 3 and _type(value[1]) is float and _type(value[2]) is float:
         return ["c", value[1].hex(), value[2].hex()]
+    known = _stdlib_json(tag, value, budget, depth)
+    if known is not None:
+        return known
     raise ValueError("bad value")
+
+
+def _small_int(item) -> bool:
+    return _type(item) is int and item.bit_length() <= 256
+
+
+def _text(item, limit: int = 4096) -> bool:
+    return _type(item) is str and len(item) <= limit
+
+
+def _stdlib_json(tag, value, budget, depth):
+    """The standard-library value types of encode._stdlib_value (strict shapes), or None."""
+    if tag == "D" and len(value) == 4 and value[1] in ("date", "datetime", "time", "timedelta") \
+            and _type(value[2]) is tuple and len(value[2]) <= 8 and all(_small_int(f) for f in value[2]):
+        zone = value[3]
+        if zone is not None:
+            if not (_type(zone) is tuple and len(zone) == 3 and _small_int(zone[0]) and _small_int(zone[1])
+                    and (zone[2] is None or _text(zone[2], 200))):
+                raise ValueError("bad time zone")
+            zone = [zone[0], zone[1], zone[2]]
+        return ["D", value[1], list(value[2]), zone]
+    if tag == "Dc" and len(value) == 2 and _text(value[1], 10_000):
+        return ["Dc", value[1]]
+    if tag == "Fr" and len(value) == 3 and all(_type(v) is int and v.bit_length() <= MAX_INT_BITS for v in value[1:]):
+        return ["Fr", hex(value[1]), hex(value[2])]
+    if tag == "U" and len(value) == 2 and _type(value[1]) is int and 0 <= value[1] < (1 << 128):
+        return ["U", hex(value[1])]
+    if tag == "P" and len(value) == 3 and value[1] in ("posix", "windows") and _text(value[2], 1 << 16):
+        return ["P", value[1], value[2]]
+    if tag == "E" and len(value) == 5 and all(_text(v, 500) for v in value[1:4]):
+        return ["E", value[1], value[2], value[3], to_json_value(value[4], budget, depth + 1)]
+    return None

@@ -25,6 +25,37 @@ from .pristine import type_mro as _type_mro
 from .pristine import type_name as _type_name
 
 _function_type = type(lambda: None)
+
+# Standard-library value types with a faithful plain encoding (read through their own C accessors or
+# slot descriptors captured here, before any candidate code runs; exact types only).
+import datetime as _datetime  # noqa: E402
+import decimal as _decimal  # noqa: E402
+import enum as _enum  # noqa: E402
+import fractions as _fractions  # noqa: E402
+import pathlib as _pathlib  # noqa: E402
+import uuid as _uuid  # noqa: E402
+
+_object_getattribute = object.__getattribute__
+_TIME_FIELDS = (
+    (_datetime.date, "date", ("year", "month", "day")),
+    (_datetime.datetime, "datetime", ("year", "month", "day", "hour", "minute", "second", "microsecond", "fold")),
+    (_datetime.time, "time", ("hour", "minute", "second", "microsecond", "fold")),
+    (_datetime.timedelta, "timedelta", ("days", "seconds", "microseconds")),
+)
+_TIME_GETTERS = tuple((kind, name, tuple(kind.__dict__[f] if f in kind.__dict__ else _datetime.date.__dict__[f]
+                                         for f in fields)) for kind, name, fields in _TIME_FIELDS)
+_TZINFO_GETTERS = ((_datetime.datetime, _datetime.datetime.__dict__["tzinfo"]),
+                   (_datetime.time, _datetime.time.__dict__["tzinfo"]))
+_TIMEZONE = (_datetime.timezone, _datetime.timezone.utcoffset, _datetime.timezone.tzname,
+             _datetime.timedelta.__dict__["days"], _datetime.timedelta.__dict__["seconds"],
+             _datetime.timedelta.__dict__["microseconds"])
+_DECIMAL = (_decimal.Decimal, _decimal.Decimal.__str__)
+_FRACTION = (_fractions.Fraction, _fractions.Fraction.__dict__["_numerator"], _fractions.Fraction.__dict__["_denominator"])
+_UUID = (_uuid.UUID, _uuid.UUID.__dict__["int"])
+_PATHS = ((_pathlib.PurePosixPath, "posix"), (_pathlib.PosixPath, "posix"), (_pathlib.PureWindowsPath, "windows"),
+          (_pathlib.WindowsPath, "windows"))
+_PATH_STR = _pathlib.PurePath.__str__
+_ENUM = (_enum.Enum, type.__dict__["__qualname__"])
 MAX_NODES, MAX_DEPTH, MAX_TEXT, MAX_INT_BITS = 200_000, 100, 4 << 20, 1 << 17
 TRUSTED_MODULES = frozenset({"collections", "enum", "os", "time", "builtins"})
 # Methods the host-side skeleton relies on: a subclass overriding none of them compares exactly
@@ -78,6 +109,9 @@ def _encode(value, budget, depth):
     kind = _type(value)
     tag = _EXACT.get(kind)
     if tag is None:
+        known = _stdlib_value(value, kind, budget, depth)
+        if known is not None:
+            return known
         value, tag = _as_base(value, kind)
     if tag in ("n",):
         return ("n",)
@@ -97,6 +131,68 @@ def _encode(value, budget, depth):
     if tag == "d":
         return ("d", [(_encode(k, budget, depth + 1), _encode(v, budget, depth + 1)) for k, v in dict.items(value)])
     return (tag, [_encode(item, budget, depth + 1) for item in value])
+
+
+def _stdlib_value(value, kind, budget, depth):
+    """The tagged form of a standard-library value type, or None when `kind` is none of them."""
+    for time_kind, name, getters in _TIME_GETTERS:
+        if kind is time_kind:
+            fields = tuple(getter.__get__(value) for getter in getters)
+            zone = None
+            for zoned, getter in _TZINFO_GETTERS:
+                if kind is zoned:
+                    zone = _zone(getter.__get__(value))
+            return ("D", name, fields, zone)
+    if kind is _DECIMAL[0]:
+        return ("Dc", _DECIMAL[1](value))
+    if kind is _FRACTION[0]:
+        numerator, denominator = _FRACTION[1].__get__(value), _FRACTION[2].__get__(value)
+        if _type(numerator) is not int or _type(denominator) is not int:
+            raise Refused("returned a Fraction with parts that are not integers")
+        return ("Fr", numerator, denominator)
+    if kind is _UUID[0]:
+        number = _UUID[1].__get__(value)
+        if _type(number) is not int:
+            raise Refused("returned a UUID whose number is not an integer")
+        return ("U", number)
+    for path_kind, flavour in _PATHS:
+        if kind is path_kind:
+            text = _PATH_STR(value)
+            if _type(text) is not str:
+                raise Refused("returned a path whose text is not a string")
+            return ("P", flavour, text)
+    mro = _type_mro(kind)
+    if _ENUM[0] in mro and not any(base in mro for base in _BASE_ORDER):
+        return _enum_member(value, kind, mro, budget, depth)
+    return None
+
+
+def _zone(zone):
+    """None, or a fixed-offset timezone as (seconds, microseconds, name); other tzinfo is refused."""
+    if zone is None:
+        return None
+    kind, utcoffset, tzname, days, seconds, microseconds = _TIMEZONE
+    if _type(zone) is not kind:
+        raise Refused("returned a time with a time zone that cannot be compared outside the sandbox")
+    offset = utcoffset(zone, None)
+    name = tzname(zone, None)
+    return (days.__get__(offset) * 86400 + seconds.__get__(offset), microseconds.__get__(offset), name)
+
+
+def _enum_member(value, kind, mro, budget, depth):
+    """An enum member as (module, class qualname, member name, value): the host compares members by
+    that identity. A class that changes comparison (__eq__/__hash__) is refused."""
+    for cls in mro[: mro.index(_ENUM[0])]:
+        attributes = _type_dict(cls)
+        if "__eq__" in attributes or "__hash__" in attributes:
+            raise Refused("returned an enum member whose class defines its own comparison")
+    state = _object_getattribute(value, "__dict__")
+    name = dict.get(state, "_name_")
+    module = _type_dict(kind).get("__module__")
+    qualname = _ENUM[1].__get__(kind)
+    if _type(name) is not str or _type(module) is not str or _type(qualname) is not str:
+        raise Refused("returned an enum member without a plain name")
+    return ("E", module, qualname, name, _encode(dict.get(state, "_value_"), budget, depth + 1))
 
 
 def _as_base(value, kind):
@@ -191,7 +287,7 @@ _BUILTIN_NAMES = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "
                   "Exception", "RecursionError", "SyntaxError", "ValueError", "TypeError")
 _CONSTANT_TYPES = (int, str, frozenset, tuple, type(None))
 _CAPTURED = ("_type", "_len", "_list", "_str", "_isinstance", "_type_dict", "_type_mro", "_type_name",
-             "_exc_traceback", "TimeLimitExceeded")
+             "_exc_traceback", "TimeLimitExceeded", "_object_getattribute", "_PATH_STR")
 
 
 def sealed_parts() -> tuple:

@@ -230,3 +230,100 @@ def test_a_value_only_tested_for_truth_is_sent_as_its_truth_when_it_is_not_plain
                                       "assert find('a1') and True", "assert find('a1') == 1"), trace=False)
     outcomes = [t.outcome for t in executor.run(job).tests]
     assert outcomes == ["pass", "pass", "fail", "pass", "fail"]
+
+
+# --- standard-library value types and the module's own objects (issue 10) -----------------------
+
+VALUES_PROGRAM = '''
+import datetime, decimal, enum, fractions, pathlib, uuid
+from collections import namedtuple
+from dataclasses import dataclass
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+class Always:
+    def __eq__(self, other):
+        return True
+
+Pair = namedtuple("Pair", "a b")
+
+def ident(v):
+    return v
+
+def patched_point():
+    Point.__eq__ = lambda self, other: True
+    return Point(9, 9)
+
+class Sub(Point):
+    pass
+'''
+
+
+@pytest.mark.parametrize("test, outcome", [
+    ("assert ident(datetime.date(2020, 1, 1)) == datetime.date(2020, 1, 1)", "pass"),
+    ("assert ident(datetime.date(2021, 1, 1)) == datetime.date(2020, 1, 1)", "fail"),
+    ("assert ident(datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc)) == "
+     "datetime.datetime(2020, 1, 2, 4, 4, 5, 6, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))", "pass"),
+    ("assert ident(datetime.time(1, 2)) < datetime.time(1, 3)", "pass"),
+    ("assert ident(datetime.timedelta(days=1)) == datetime.timedelta(hours=24)", "pass"),
+    ("assert ident(decimal.Decimal('1.10')) == decimal.Decimal('1.1')", "pass"),
+    ("assert ident(decimal.Decimal('1.2')) == decimal.Decimal('1.1')", "fail"),
+    ("assert ident(fractions.Fraction(2, 4)) == fractions.Fraction(1, 2)", "pass"),
+    ("assert ident(Color.RED) is Color.RED", "pass"),
+    ("assert ident(Color.RED) is Color.GREEN", "fail"),
+    ("assert ident(Color.RED) == 1", "fail"),  # an Enum member is not its value
+    ("assert ident(pathlib.PurePosixPath('/a/b')) == pathlib.PurePosixPath('/a') / 'b'", "pass"),
+    ("assert ident(uuid.UUID(int=5)) == uuid.UUID(int=5)", "pass"),
+    ("assert ident(Pair(1, 2)) == (1, 2)", "pass"),
+    ("assert ident({b'x', b'y'}) == {b'y', b'x'}", "pass"),
+    ("assert ident(Point(1, 2)) == Point(1, 2)", "pass"),
+    ("assert ident(Point(1, 2)) != Point(1, 3)", "pass"),
+    ("assert ident(Point(1, 2)) == Point(1, 3)", "fail"),
+    # forgeries: an always-equal object, a look-alike subclass, an __eq__ swapped during the test
+    ("assert Always() == 1", "fail"),
+    ("assert Always() == Point(1, 2)", "fail"),
+    ("assert ident(Sub(1, 2)) == Point(1, 2)", "fail"),
+    ("assert patched_point() == Point(1, 2)", "fail"),
+])
+def test_values_of_many_types_are_judged_as_python_would(executor, test, outcome):
+    result = executor.run(Job(program=VALUES_PROGRAM, tests=(test,), trace=False)).tests[0]
+    assert result.outcome == outcome, result.message
+
+
+def test_verdicts_that_relied_on_the_modules_own_eq_say_so(executor):
+    result = executor.run(Job(program=VALUES_PROGRAM, tests=("assert ident(Point(1, 2)) == Point(1, 2)",
+                                                             "assert ident(datetime.date(2020, 1, 1)) == datetime.date(2020, 1, 1)"),
+                              trace=False))
+    point, date = result.tests
+    assert point.outcome == "pass" and "inside the sandbox" in point.message and "Point" in point.message
+    assert date.outcome == "pass" and date.message == ""  # compared outside, on the host
+
+
+def test_decode_of_standard_library_values():
+    import datetime
+    import decimal
+    import fractions
+    import pathlib
+    import uuid
+
+    assert decode(["D", "date", [2020, 1, 2], None]) == datetime.date(2020, 1, 2)
+    assert decode(["D", "datetime", [2020, 1, 2, 3, 4, 5, 6, 0], [3600, 0, None]]).utcoffset() == datetime.timedelta(hours=1)
+    assert decode(["D", "timedelta", [1, 2, 3], None]) == datetime.timedelta(1, 2, 3)
+    assert decode(["Dc", "1.50"]) == decimal.Decimal("1.5")
+    assert decode(["Fr", hex(1), hex(3)]) == fractions.Fraction(1, 3)
+    assert decode(["U", hex(7)]) == uuid.UUID(int=7)
+    assert decode(["P", "windows", "C:\\x"]) == pathlib.PureWindowsPath("C:/x")
+    red = decode(["E", "m", "Color", "RED", ["i", hex(1)]])
+    assert red is decode(["E", "m", "Color", "RED", ["i", hex(1)]]) and red != 1
+    assert red is not decode(["E", "other", "Color", "RED", ["i", hex(1)]])
+    for bad in (["D", "date", [2020, 13, 1], None], ["D", "epoch", [1], None], ["Dc", "not a number"],
+                ["Fr", hex(1), hex(0)], ["P", "posix"], ["E", "m", "C", 3, ["n"]]):
+        with pytest.raises(verdict.BadValue):
+            decode(bad)

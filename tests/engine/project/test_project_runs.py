@@ -155,3 +155,26 @@ def test_egcfg_trace_runs_the_module_with_pytest():
     assert answer["passed"] == UNDER_PYTEST["pass"] and answer["total"] == UNDER_PYTEST["pass"]
     assert answer["skipped"] == UNDER_PYTEST["skip"] + UNDER_PYTEST["xfail"]
     assert answer["interpreter"].startswith("Python ")
+
+
+def test_egcfg_complete_runs_candidates_as_the_module_of_their_package(tmp_path, tiny_model_dir):
+    import os
+    import shutil
+
+    project = tmp_path / "shapes"
+    shutil.copytree(SHAPES, project, ignore=shutil.ignore_patterns("__pycache__"))
+    core = project / "src" / "shapes" / "core.py"
+    text = core.read_text()
+    core.write_text(text.replace("    if width < 0 or height < 0:\n        raise ValueError(\"negative side\")\n"
+                                 "    return width * height\n", ""))
+    identity = 'assert module_identity() == ("shapes.core", "shapes", "shapes.core", "shapes.units")'
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "complete", f"{core}::area", "--test", identity,
+                           "--test", "assert width_in_inches('5.08') == __import__('decimal').Decimal('2.00')",
+                           "--model", str(tiny_model_dir), "--max-new-tokens", "1", "--preset", "editor", "--json"],
+                          capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    # relative imports, __future__ and __name__ work for the candidates: the two tests that do not
+    # depend on the (one-token) body pass (the Decimal compared on the host); area's 2 doctests join them
+    assert answer["total"] == 4 and answer["passed"] == 2, answer
