@@ -18,6 +18,7 @@ QUANTIZATIONS = ("auto", "4bit", "none")
 PRESETS = ("editor", "baseline", "paper")
 TRIGGERS = ("automatic", "manual")
 VALUE_DIAGNOSTICS = ("off", "hint", "information")
+SANDBOXES = ("auto", "bubblewrap", "landlock", "limits")  # engine/execution/isolation.py
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Settings:
     max_new_tokens: int = 512                 # token cap per agent for one body
     max_file_bytes: int = 2_000_000           # larger documents are not analysed (a clear status instead)
     python: str = ""                          # the project's interpreter (VS Code: the Python extension's); "": .venv/venv, else egcfg's
+    sandbox: str = "auto"                     # auto | bubblewrap | landlock | limits (limits: no isolation, explicit opt-in)
 
     def engine_key(self) -> tuple:
         """The settings that need the model reloaded when they change."""
@@ -44,7 +46,7 @@ class Settings:
 
     def sandbox_key(self) -> tuple:
         """The settings that need a new executor when they change."""
-        return (self.test_seconds, self.memory_mb, self.python)
+        return (self.test_seconds, self.memory_mb, self.python, self.sandbox)
 
 
 def _snake(key: str) -> str:
@@ -135,6 +137,7 @@ CHECKS = {
     "max_new_tokens": _number(1, 8192, int),
     "max_file_bytes": _number(1_000, 1 << 30, int),
     "python": _path,
+    "sandbox": _choice(SANDBOXES),
 }
 assert set(CHECKS) == {f.name for f in fields(Settings)}
 

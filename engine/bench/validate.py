@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N", help="sandbox workers (default: one per core)")
     parser.add_argument("--no-trace", action="store_true", help="run without the tracer")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--sandbox", choices=("auto", "bubblewrap", "landlock", "limits"), default="auto",
+                        help="isolation of the tests (default auto: bubblewrap, else Landlock, else refuse; "
+                             "limits = none, an explicit opt-in; EGCFG_SANDBOX sets the default)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -67,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"no selected task of {args.dataset} has {split} tests")
     progress = _ProgressBar(sum(1 for task in tasks if SPLITS[split](task))) if sys.stderr.isatty() else None
     report = run_validation(tasks, dataset=args.dataset, split=split, trace=not args.no_trace, timeout=args.timeout,
-                            workers=args.workers, progress=progress)
+                            workers=args.workers, progress=progress, isolation=args.sandbox)
     report = {"dataset": args.dataset, "data": str(args.data), "split": split, **report}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -77,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_validation(tasks: Sequence[Task], *, dataset: str, split: str, trace: bool = True, timeout: float | None = None,
-                   workers: int | None = None, progress: Callable[[int], None] | None = None) -> dict:
+                   workers: int | None = None, progress: Callable[[int], None] | None = None,
+                   isolation: str = "auto") -> dict:
     """What the command does: choose the per-test limit, run every reference through a fresh
     executor, then run the tests that timed out (or lost their worker) again, one task at a time on
     one worker, under a limit measured again just before: a burst of load from other processes
@@ -92,11 +96,11 @@ def run_validation(tasks: Sequence[Task], *, dataset: str, split: str, trace: bo
         results = []
         for job in jobs:  # one task at a time, each under a limit measured just before it runs
             second, _ = (timeout, None) if timeout else default_timeout(dataset, trace=trace)
-            with Executor(workers=1, limits=_limits(second, len(job.tests))) as quiet:
+            with Executor(workers=1, limits=_limits(second, len(job.tests)), isolation=isolation) as quiet:
                 results.append(quiet.run(job))
         return results
 
-    with Executor(workers=workers, limits=_limits(limit, longest)) as executor:
+    with Executor(workers=workers, limits=_limits(limit, longest), isolation=isolation) as executor:
         report = validate(tasks, executor, split=split, trace=trace, progress=progress, recheck=recheck)
     return {"timeout": limit, "slowdown": slowdown, **report}
 
