@@ -121,7 +121,7 @@ def quantize_nf4(model, compute_dtype) -> None:
             device = child.weight.device
             layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, quant_type="nf4", device="meta")
-            layer.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False,
+            layer.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False,
                                              quant_type="nf4").to(device)
             if child.bias is not None:
                 layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)

@@ -1,0 +1,321 @@
+"""The GPU suite behind benchmarks/gpu/run: every part in its own process with its own time box,
+so one part that fails or overruns (out of memory, a compile that takes too long) costs only
+itself; each part writes its JSON after every measurement, and what it wrote counts.
+
+Parts (random weights in the published shapes, engine.generation.random_models):
+
+    env                        GPU, driver, versions
+    shape:<config>:<precision> forward latency at 1, 2, 4, 6 rows at a 2,000-token context;
+                               guided (2-row, gamma 3) and greedy ms per token, eager and compiled
+                               (with whether the compiled tokens equal the eager ones);
+                               peak GPU memory of guided decoding at a 4k context against
+                               weights + KV (2 rows x 4,096 slots)
+    replay:<config>:<precision> bench replay on MBPP tasks, fast against paper (tasks one by one,
+                               the summary rewritten after each)
+
+    python3 benchmarks/gpu/suite.py [--budget 450] [--out FILE] [--data DIR] [--dry-run]
+
+--dry-run runs the same parts on the CPU with the tiny shape and short contexts (tests the logic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+# (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s).
+PLAN = [
+    ("env", 20),
+    ("shape:qwen2.5-coder-7b:nf4", 110),
+    ("shape:qwen2.5-coder-1.5b:nf4", 60),
+    ("replay:qwen2.5-coder-1.5b:nf4", 100),
+    ("shape:qwen2.5-coder-7b:bf16", 70),
+    ("shape:qwen2.5-coder-1.5b:bf16", 50),
+    ("shape:deepseek-coder-6.7b:nf4", 40),
+]
+DRY_PLAN = [("env", 60), ("shape:tiny:bf16", 400), ("shape:tiny:nf4", 300), ("replay:tiny:bf16", 300)]
+
+
+# ------------------------------------------------------------------------------------------------
+# The parent: runs the parts, merges what they wrote
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds for all parts (default: %(default)s)")
+    parser.add_argument("--out", help="result file (default: benchmarks/results/gpu-<gpu>-<time>.json)")
+    parser.add_argument("--data", default=os.environ.get("EGCFG_DATA") or str(ROOT / ".gpu-data"),
+                        help="benchmark data folder with mbpp.jsonl (default: $EGCFG_DATA or .gpu-data)")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: check the suite's logic")
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("--part-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.part:
+        return run_part(args.part, Path(args.part_out), args)
+    started = time.monotonic()
+    plan = DRY_PLAN if args.dry_run else PLAN
+    report: dict = {"suite": "benchmarks/gpu/run", "dry_run": args.dry_run, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                                   time.gmtime()),
+                    "budget_s": args.budget, "parts": {}}
+    out = Path(args.out) if args.out else None
+    scale = args.budget / sum(seconds for _, seconds in plan)
+    for part, seconds in plan:
+        left = args.budget - (time.monotonic() - started)
+        box = min(seconds * max(scale, 1.0) if args.dry_run else seconds * scale, left)
+        if box < 10:
+            report["parts"][part] = {"status": "skipped", "why": "the time budget ran out"}
+            continue
+        report["parts"][part] = run_boxed(part, box, args)
+        if out is None and part == "env":
+            out = default_out(report["parts"]["env"], args.dry_run)
+        write(out, report)
+        print(f"[gpu suite] {part}: {report['parts'][part].get('status')} "
+              f"({report['parts'][part].get('seconds', 0):.0f} s)", file=sys.stderr, flush=True)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    out = out or default_out({}, args.dry_run)
+    write(out, report)
+    print(out)
+    return 0
+
+
+def run_boxed(part: str, seconds: float, args) -> dict:
+    """Run one part in a child process, killed after `seconds`; its last JSON is the result."""
+    target = Path(os.environ.get("TMPDIR", "/tmp")) / f"egcfg-gpu-part-{os.getpid()}-{re.sub(r'[^a-z0-9.]+', '_', part)}.json"
+    target.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--part", part, "--part-out", str(target),
+               "--data", args.data] + (["--dry-run"] if args.dry_run else [])
+    started = time.monotonic()
+    try:
+        finished = subprocess.run(command, timeout=seconds, capture_output=True, text=True)
+        status = "ok" if finished.returncode == 0 else f"failed (exit {finished.returncode})"
+        tail = finished.stderr[-1500:]
+    except subprocess.TimeoutExpired as expired:
+        status = f"stopped at its {seconds:.0f} s time box"
+        tail = (expired.stderr or b"")[-1500:].decode("utf-8", "replace") if isinstance(expired.stderr, bytes) \
+            else (expired.stderr or "")[-1500:]
+    result = json.loads(target.read_text()) if target.exists() else {}
+    result.update(status=status, seconds=round(time.monotonic() - started, 1))
+    if status != "ok":
+        result["stderr_tail"] = tail
+    target.unlink(missing_ok=True)
+    return result
+
+
+def default_out(env: dict, dry_run: bool) -> Path:
+    name = env.get("gpu") or ("cpu-dry-run" if dry_run else "no-gpu")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    folder = ROOT / "benchmarks" / "results" if not dry_run else Path(os.environ.get("TMPDIR", "/tmp"))
+    return folder / f"gpu-{slug}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def write(path: Path | None, data: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=1, default=str))
+    temporary.replace(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Parts (child processes)
+
+def run_part(part: str, out: Path, args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kind, *rest = part.split(":")
+    record: dict = {"part": part}
+
+    def save(**values):
+        record.update(values)
+        write(out, record)
+
+    if kind == "env":
+        save(**environment())
+    elif kind == "shape":
+        measure_shape(rest[0], rest[1], args.dry_run, save)
+    elif kind == "replay":
+        measure_replay(rest[0], rest[1], args.data, args.dry_run, save)
+    else:
+        raise SystemExit(f"unknown part {part}")
+    return 0
+
+
+def environment() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    for name in ("transformers", "bitsandbytes", "accelerate", "tokenizers"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception as error:   # a missing package is a finding, not a crash
+            info[name] = f"missing ({type(error).__name__})"
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu_memory_mb=round(props.total_memory / 2**20), multiprocessors=props.multi_processor_count)
+        try:
+            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                            capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:
+            pass
+    return info
+
+
+def _load(config: str, precision: str, dry_run: bool):
+    from engine.generation.random_models import random_model
+
+    device = "cpu" if dry_run else "cuda"
+    quantization = "4bit" if precision == "nf4" else "none"
+    return random_model(config, device=device, dtype="bf16", quantization=quantization,
+                        layers=None)
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _median_ms(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync()
+        begin = time.perf_counter()
+        function()
+        _sync()
+        times.append(time.perf_counter() - begin)
+    return 1000 * statistics.median(times)
+
+
+def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
+    import torch
+
+    from engine.bench.speed import build_inputs
+    from engine.generation import decode
+    from engine.generation.compiled import CompiledStep
+
+    context, signal_tokens, tokens = (96, 24, 6) if dry_run else (2000, 400, 32)
+    cuda = torch.cuda.is_available() and not dry_run
+    started = time.perf_counter()
+    loaded = _load(config, precision, dry_run)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    _sync()
+    weights_mb = torch.cuda.memory_allocated() / 2**20 if cuda else sum(
+        p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    save(config=config, precision=precision, build_s=round(time.perf_counter() - started, 1),
+         weights_mb=round(weights_mb), parameters=sum(p.numel() for p in model.parameters()))
+    prompt, i_dyn, signal = build_inputs(tokenizer, context, signal_tokens)
+
+    with torch.inference_mode():
+        # one-token forward latency, rows x 2,000-token context
+        base = decode.prefill(model, prompt[:-1], room=64)
+        latency = {}
+        for rows in (1, 2, 4, 6):
+            kv = decode.branch(base, 0, rows, room=64)
+            ids = torch.full((rows, 1), prompt[-1], dtype=torch.long, device=model.device)
+
+            def step(kv=kv, ids=ids):
+                decode.forward(model, kv, ids)
+                decode.crop(kv, kv.length - 1)
+            step()
+            latency[str(rows)] = round(_median_ms(step, 3 if dry_run else 10), 3)
+        del base
+        save(forward_ms_by_rows=latency, context_tokens=len(prompt))
+
+        # guided (2 rows) and greedy (1 row), eager, then compiled from the same fresh states
+        def fresh(gamma):
+            dec = decode.start(model, tokenizer, prompt, i_dyn, gamma=gamma, def_indent=-1,
+                               max_new_tokens=4 * tokens + 64, stop_ids=frozenset())
+            if gamma:
+                decode.set_signal(dec, signal)
+            return dec, (dec.guided if gamma else dec.uncond)
+
+        def tokens_and_ms(gamma, step):
+            dec, kv = fresh(gamma)
+            token, chosen, times = dec.pending, [], []
+            for _ in range(tokens + 2):
+                _sync()
+                begin = time.perf_counter()
+                token = step(kv, token)
+                _sync()
+                times.append(time.perf_counter() - begin)
+                chosen.append(token)
+            return chosen, 1000 * statistics.median(times[2:])
+
+        eager = {}
+        for name, gamma in (("guided", 3.0), ("greedy", 0.0)):
+            eager[name] = tokens_and_ms(gamma, lambda kv, token, gamma=gamma: decode.decode_one_token(model, kv, token,
+                                                                                                      gamma))
+            save(**{f"{name}_eager_ms_per_token": round(eager[name][1], 3),
+                    f"{name}_eager_tokens_per_s": round(1000 / eager[name][1], 1)})
+        for name, gamma, rows in (("guided", 3.0, 2), ("greedy", 0.0, 1)):
+            try:
+                stepper = CompiledStep(model, rows, gamma)
+                begin = time.perf_counter()
+                stepper.step(fresh(gamma)[1], prompt[-1])
+                _sync()
+                compile_s = time.perf_counter() - begin
+                chosen, ms = tokens_and_ms(gamma, stepper.step)
+                save(**{f"{name}_compile_s": round(compile_s, 1), f"{name}_compiled_ms_per_token": round(ms, 3),
+                        f"{name}_compiled_tokens_per_s": round(1000 / ms, 1),
+                        f"{name}_compiled_speedup": round(eager[name][1] / ms, 2),
+                        f"{name}_compiled_matches_eager": chosen == eager[name][0],
+                        f"{name}_compile_mode": stepper.mode})
+            except Exception as error:   # e.g. a 4-bit layer that does not compile: say so, go on
+                save(**{f"{name}_compiled_error": f"{type(error).__name__}: {str(error)[:300]}"})
+            torch.compiler.reset() if hasattr(torch, "compiler") else None
+
+        # peak memory of guided decoding at a 4k context against weights + KV
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        long_prompt, long_i_dyn, long_signal = build_inputs(tokenizer, 96 if dry_run else 3600, 24 if dry_run else 400)
+        dec = decode.start(model, tokenizer, long_prompt, long_i_dyn, gamma=3.0, def_indent=-1, max_new_tokens=64,
+                           stop_ids=frozenset())
+        decode.set_signal(dec, long_signal)
+        token = dec.pending
+        for _ in range(8):
+            token = decode.decode_one_token(model, dec.guided, token, 3.0)
+        text = model.config.get_text_config()
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        kv_mb = 2 * 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4096 * 2 / 2**20
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+        save(kv_4k_two_rows_mb=round(kv_mb), context_4k_tokens=dec.guided.length,
+             peak_gpu_mb=round(peak_mb) if peak_mb else None,
+             peak_over_weights_plus_kv=round(peak_mb / (weights_mb + kv_mb), 3) if peak_mb else None)
+
+
+def measure_replay(config: str, precision: str, data: str, dry_run: bool, save) -> None:
+    import torch
+
+    from engine.bench.accuracy import load_benchmark
+    from engine.bench.replay import replay_task, summarise
+    from engine.execution.executor import Executor
+
+    tasks = load_benchmark("mbpp", data, "11" if dry_run else "11-20", None)
+    loaded = _load(config, precision, dry_run)
+    if dry_run:
+        torch.set_num_threads(1)
+    records: dict[str, list] = {"paper": [], "fast": []}
+    with Executor() as executor:
+        for task in tasks:
+            for scheme in ("paper", "fast"):
+                records[scheme].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0))
+            save(config=config, precision=precision, tasks_done=len(records["fast"]),
+                 paper=summarise(records["paper"]), fast=summarise(records["fast"]),
+                 isolation=executor.isolation)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
