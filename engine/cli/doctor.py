@@ -11,8 +11,6 @@ import importlib
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,20 +73,6 @@ def check_bitsandbytes(cuda_available: bool) -> dict:
     }
 
 
-def _bwrap_probe(bwrap: str) -> tuple[bool, str]:
-    """One tiny command inside the sandbox the executor uses: no network, read-only host."""
-    true = shutil.which("true") or "/bin/true"
-    command = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--tmpfs", "/tmp",
-               "--proc", "/proc", "--dev", "/dev", "--", true]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return False, str(error)
-    if done.returncode != 0:
-        return False, (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[0]
-    return True, ""
-
-
 def _pids_cgroup_dir() -> Path | None:
     """This process's pids cgroup folder (cgroup v1 pids hierarchy, or the v2 unified one)."""
     try:
@@ -126,17 +110,34 @@ def _cgroup_probe() -> dict:
 
 
 def check_sandbox() -> dict:
-    bwrap = shutil.which("bwrap")
-    works, error = _bwrap_probe(bwrap) if bwrap else (False, "bwrap is not installed (Debian: apt install bubblewrap)")
+    """The isolation `auto` picks here (engine/execution/isolation.py), why, and how to get a stronger one."""
+    from engine.errors import UserError
+    from engine.execution import isolation
+    from engine.execution.sandbox import landlock
+
+    bwrap, bwrap_error = isolation.find_bwrap()
     cgroup = _cgroup_probe()
     process_cap = "pids cgroup" if cgroup["pids_cgroup_writable"] else (
         "RLIMIT_NPROC (not enforced for root)" if hasattr(os, "getuid") and os.getuid() == 0 else "RLIMIT_NPROC")
+    try:
+        choice = isolation.choose()
+        level, reason, stronger, refused = choice.level, choice.reason, choice.stronger, ""
+    except UserError as error:
+        level, reason, stronger, refused = "none", str(error), isolation.NO_SANDBOX, str(error)
+    from engine.execution import seccomp_filter
+
     return {
         "bwrap": bwrap,
-        "bwrap_works": works,
-        "bwrap_error": error,
+        "bwrap_works": bwrap is not None,
+        "bwrap_error": bwrap_error,
+        "landlock_abi": landlock.abi_version(),
+        "seccomp": seccomp_filter.available() or "available",
         **cgroup,
-        "isolation": "bubblewrap" if works else "limits",
+        "isolation": level,  # what egcfg uses by default here ("none": it refuses to run tests)
+        "reason": reason,
+        "stronger": stronger,
+        "refused": refused,
+        "requested": isolation.requested_level(None) if not refused or "unknown" not in refused else "invalid",
         "process_cap": process_cap,
     }
 
@@ -210,8 +211,12 @@ def format_text(report: dict) -> str:
         lines.append("cuda: no GPU visible to torch" + (f" ({cuda['error']})" if cuda.get("error") else ""))
     lines.append(f"bitsandbytes: imports {_yes(bnb['imports'])}, accelerate {_yes(bnb['accelerate'])}, "
                  f"4-bit on GPU {_yes(bnb['four_bit_on_gpu'])} (note: {bnb['note']})")
-    bwrap = "works" if sandbox["bwrap_works"] else f"unusable: {sandbox['bwrap_error']}"
-    lines.append(f"sandbox: isolation {sandbox['isolation']} (bwrap {bwrap}); process cap: {sandbox['process_cap']}")
+    bwrap = f"{sandbox['bwrap']} works" if sandbox["bwrap_works"] else f"unusable: {sandbox['bwrap_error']}"
+    lines.append(f"sandbox: isolation {sandbox['isolation']}: {sandbox['reason']}")
+    lines.append(f"  bwrap {bwrap}; Landlock ABI {sandbox['landlock_abi']}; seccomp filter {sandbox['seccomp']}; "
+                 f"process cap: {sandbox['process_cap']}")
+    if sandbox["stronger"]:
+        lines.append(f"  stronger isolation: {sandbox['stronger']}")
     lines.append(f"model cache: {found.get('cache')}" + (" (HF_HUB_OFFLINE is set)" if found.get("offline") else ""))
     for repo in found.get("cached", []):
         lines.append(f"  {repo['id']} ({repo['size_mb']} MB)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +49,9 @@ def test_doctor_json_has_every_section(tmp_path):
                                                          and report["bitsandbytes"]["accelerate"]
                                                          and report["cuda"]["available"])
     sandbox = report["sandbox"]
-    assert sandbox["isolation"] == ("bubblewrap" if sandbox["bwrap_works"] else "limits")
-    assert sandbox["bwrap_works"] == (shutil.which("bwrap") is not None and sandbox["bwrap_error"] == "")
+    assert sandbox["isolation"] == ("bubblewrap" if sandbox["bwrap_works"] else "landlock" if sandbox["landlock_abi"] else "none")
+    assert sandbox["bwrap_works"] == (sandbox["bwrap"] is not None and sandbox["bwrap_error"] == "")
+    assert sandbox["reason"] and (sandbox["stronger"] or sandbox["isolation"] == "bubblewrap")
     models = report["models"]
     assert models["default_model"] == DEFAULT_MODEL
     assert models["cache"] == str(tmp_path / "empty-cache")
@@ -80,3 +80,15 @@ def test_doctor_plain_text(tmp_path):
                      "no models cached", f"default model {DEFAULT_MODEL}: not cached"):
         assert expected in text, expected
     assert not text.lstrip().startswith("{")
+
+
+def test_doctor_says_which_isolation_and_how_to_get_a_stronger_one(tmp_path, monkeypatch):
+    """A machine without user namespaces (simulated: EGCFG_SANDBOX_SIMULATE) gets Landlock and is
+    told how to get bubblewrap; without Landlock as well, egcfg refuses and says what to install."""
+    monkeypatch.setenv("EGCFG_SANDBOX_SIMULATE", "no-userns")
+    report = json.loads(run_doctor("--json", cache=tmp_path / "c").stdout)["sandbox"]
+    if report["landlock_abi"]:
+        assert report["isolation"] == "landlock" and "user namespaces" in report["stronger"]
+    monkeypatch.setenv("EGCFG_SANDBOX_SIMULATE", "no-userns,no-landlock")
+    done = run_doctor(cache=tmp_path / "c")
+    assert "sandbox: isolation none" in done.stdout and "install bubblewrap" in done.stdout
