@@ -48,6 +48,7 @@ class Analysis:
     problems: list[str] = field(default_factory=list)   # shown in the status / log
     syntax_error: bool = False
     pending: int = 0                               # functions whose tests have not run yet for this text
+    extra_notes: list[Note] = field(default_factory=list)   # notes of no function (a test file that cannot load)
 
     @property
     def passed(self) -> int:
@@ -72,6 +73,7 @@ class Analysis:
                            key=lambda r: r.span.def_line)
         lines = self.text.splitlines()
         self.notes = [note for run in self.runs for note in notes_for_function(run.span, run.records, lines)]
+        self.notes += self.extra_notes
 
 
 def file_stamp(paths: Sequence[str]) -> tuple:
@@ -156,13 +158,10 @@ def plan(text: str, version: int | None, path: str | None, root: str | None, set
          read: Reader, caches: Caches) -> Plan | Analysis:
     """Reuse every cached result that still holds for `text`; list the functions left to run.
     A module that does not parse gives an Analysis with the syntax error instead."""
-    lines = text.splitlines()
     try:
         tree = ast.parse(text)
     except SyntaxError as error:
-        analysis = Analysis(version, text, (), notes=[syntax_note(error, lines)], syntax_error=True)
-        analysis.problems.append(f"line {error.lineno}: {error.msg}")
-        return analysis
+        return syntax_analysis(text, version, error)
     graph = module_graph(text, tree)
     spans = functions_in(text, tree)
     files = candidate_test_files(path, text, root, settings.test_patterns) if path else []
@@ -185,6 +184,12 @@ def plan(text: str, version: int | None, path: str | None, root: str | None, set
     result.analysis.add(reused)
     result.analysis.pending = len(result.todo)
     return result
+
+
+def syntax_analysis(text: str, version: int | None, error: SyntaxError) -> Analysis:
+    analysis = Analysis(version, text, (), notes=[syntax_note(error, text.splitlines())], syntax_error=True)
+    analysis.problems.append(f"line {error.lineno}: {error.msg}")
+    return analysis
 
 
 def suite_key(span: FunctionSpan, files_key: str) -> tuple:

@@ -68,15 +68,17 @@ class EngineBackend:
         """The interpreter the tests run with (engine.execution.interpreter.Interpreter)."""
         return self.executor(settings, project_root).chosen_interpreter
 
-    def run_project(self, settings: Settings, project_root: str | None, path: str, text: str, files: Sequence[str]):
+    def run_project(self, settings: Settings, project_root: str | None, path: str, text: str, files: Sequence[str],
+                    nodeids: Sequence[str] = ()):
         """The module's tests as pytest runs them (engine.execution.project_run.ProjectRun), or None
-        when the project's interpreter has no pytest (then run_tests does egcfg's own test reading)."""
+        when the project's interpreter has no pytest (then run_tests does egcfg's own test reading).
+        `nodeids`: only those tests (the ones an edit can change)."""
         from engine.execution import project_run
 
         executor = self.executor(settings, project_root)
         if not project_run.available(executor):
             return None
-        return project_run.run_module(executor, path, text, project_root, files)
+        return project_run.run_module(executor, path, text, project_root, files, nodeids=nodeids)
 
     def run_tests(self, settings: Settings, project_root: str | None, jobs: Sequence[tuple[str, Sequence[str], str]]) -> list:
         """[(program, tests, setup)] -> [JobResult], all traced, all tests in parallel."""

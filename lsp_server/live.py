@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from engine.errors import UserError
 
-from lsp_server.analysis import Analysis, Caches, FunctionRun, file_stamp, order, plan, run_some
+from lsp_server.analysis import Analysis, Caches, FunctionRun, file_stamp, order, plan, run_some, syntax_analysis
+from lsp_server.project_live import Learned, plan_project, run_full, run_stale
 
 if TYPE_CHECKING:
     from lsp_server.server import EgcfgServer
@@ -38,6 +39,7 @@ class LiveTests:
         self.task_text: dict[str, str] = {}                 # uri -> the text that run is for
         self.visible: dict[str, tuple[int, int]] = {}       # uri -> lines the editor shows (from inlay hint requests)
         self.edited: dict[str, tuple[int, int]] = {}        # uri -> lines of the latest edit
+        self.learned: dict[str, Learned] = {}               # uri -> which pytest tests are whose
 
     # --- scheduling -----------------------------------------------------------------------------
     def schedule(self, uri: str, delay: float, quiet: bool = False) -> None:
@@ -54,19 +56,21 @@ class LiveTests:
 
     def forget(self, uri: str) -> None:
         self.cancel(uri)
-        for table in (self.analyses, self.caches, self.visible, self.edited):
+        for table in (self.analyses, self.caches, self.visible, self.edited, self.learned):
             table.pop(uri, None)
 
     def clear(self) -> None:
         """Settings changed: nothing cached holds."""
         self.analyses.clear()
         self.caches.clear()
+        self.learned.clear()
 
     def on_saved(self, uri: str) -> None:
         document = self.server.workspace.text_documents.get(uri)
         if document is None:
             return
-        if self.task_text.get(uri) == document.source and not self.tasks[uri].done():
+        running = self.tasks.get(uri)
+        if running is not None and not running.done() and self.task_text.get(uri) == document.source:
             return  # the run for this very text is under way
         analysis = self.current(uri)
         if analysis is not None and analysis.pending == 0:
@@ -77,9 +81,6 @@ class LiveTests:
     def on_edited(self, uri: str, first: int, last: int) -> None:
         self.edited[uri] = (first, last)
         self.schedule(uri, max(self.server.settings.debounce_ms, 100) / 1000, quiet=True)
-
-    def focus(self, uri: str) -> tuple[int, int]:
-        return self.edited.get(uri) or self.visible.get(uri) or (0, 0)
 
     def current(self, uri: str) -> Analysis | None:
         """The analysis of the document's current text, if its test files did not change since."""
@@ -109,10 +110,7 @@ class LiveTests:
         loop = asyncio.get_running_loop()
         try:
             if path and hasattr(server.backend, "run_project"):  # the project's own pytest runs the module's tests
-                analysis = await loop.run_in_executor(server.test_pool, project_analysis, server, text, version, path)
-                if analysis is not None:
-                    if self.still(uri, version) and not (quiet and analysis.syntax_error):
-                        self.store(uri, analysis)
+                if await self.run_project_tests(uri, version, text, path, quiet, caches):
                     return
             current = await loop.run_in_executor(server.test_pool, plan, text, version, path, root, settings, read, caches)
             if isinstance(current, Analysis):  # a syntax error
@@ -139,6 +137,49 @@ class LiveTests:
         except Exception as error:
             log.exception("test run failed")
             server.set_status(state=server.ready_state(), message=f"tests not run: {type(error).__name__}: {error}")
+
+    async def run_project_tests(self, uri: str, version: int | None, text: str, path: str, quiet: bool,
+                                caches: Caches) -> bool:
+        """The project's pytest runs the tests (lsp_server/project_live.py): everything when nothing
+        is known yet, else only the functions an edit can change, the edited one first. False when
+        the project's interpreter has no pytest (egcfg reads the tests itself then)."""
+        server, loop = self.server, asyncio.get_running_loop()
+        settings, root, read, backend, pool = server.settings, server.root, server.read, server.backend, server.test_pool
+        python = await loop.run_in_executor(pool, backend.interpreter, settings, root)
+        server.status = server.status.update(interpreter=python.describe())
+
+        def run_project(files, nodeids):
+            return backend.run_project(settings, root, path, text, files, nodeids=nodeids)
+
+        try:
+            current = await loop.run_in_executor(pool, plan_project, text, version, path, root, settings, read,
+                                                 python, caches, self.learned.get(uri))
+        except SyntaxError as error:
+            if not quiet and self.still(uri, version):
+                self.store(uri, syntax_analysis(text, version, error))
+            return True
+        if not self.still(uri, version):
+            return True
+        if current.full:
+            done = await loop.run_in_executor(pool, run_full, current, run_project, caches, settings)
+            if done is None:
+                return False
+            self.learned[uri] = done[1]
+            if self.still(uri, version):
+                self.store(uri, done[0])
+            return True
+        self.store(uri, current.analysis, final=not current.stale)
+        stale = self.ordered(uri, current.stale)
+        pending = len(stale)
+        for group in (stale[:1], stale[1:]):  # the edited function alone first
+            if group:
+                runs = await loop.run_in_executor(pool, run_stale, current, group, run_project, caches,
+                                                  self.learned[uri], settings)
+                if not self.still(uri, version):
+                    return True
+                pending -= len(group)
+                self.merge(uri, current.analysis, runs, pending)
+        return True
 
     def ordered(self, uri: str, todo: list) -> list:
         """The edited function first, then those nearest the visible lines."""
@@ -168,14 +209,3 @@ class LiveTests:
         self.server.publish(uri, analysis.version, analysis.notes)
         self.server.refresh_views()
 
-
-def project_analysis(server, text: str, version, path: str):
-    """lsp_server.project_tests.analyse_project with the server's backend; None when the project's
-    interpreter has no pytest. The status names the interpreter that ran the tests."""
-    from lsp_server.project_tests import analyse_project
-
-    settings, root, backend = server.settings, server.root, server.backend
-    python = backend.interpreter(settings, root)
-    server.status = server.status.update(interpreter=python.describe())
-    run = lambda module, module_text, files: backend.run_project(settings, root, module, module_text, files)  # noqa: E731
-    return analyse_project(text, version, path, root, settings, run, python)

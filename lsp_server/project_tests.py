@@ -81,6 +81,11 @@ def analyse_project(text: str, version: int | None, path: str, root: str | None,
     run = run_project(path, text, files)
     if run is None:  # no pytest in the project's interpreter: the caller reads the tests itself
         return None
+    return fold_run(run, spans, files, text, version)[0]
+
+
+def fold_run(run, spans: list[FunctionSpan], files, text: str, version: int | None) -> tuple[Analysis, dict[int, list]]:
+    """The Analysis of one pytest session's results, and its tests grouped by owner (def line)."""
     analysis = Analysis(version, text, file_stamp(files), problems=list(run.problems))
     grouped: dict[int, list] = {}
     loose = []
@@ -104,8 +109,10 @@ def analyse_project(text: str, version: int | None, path: str, root: str | None,
         runs.append(FunctionRun(span, suite, records))
     analysis.add(runs)
     for nodeid, message, timed_out in run.collect_errors:  # a test file that cannot even be imported
-        analysis.notes.append(Note(0, "warning" if timed_out else "error", f"{nodeid} could not be collected: {message}"[:400]))
+        note = Note(0, "warning" if timed_out else "error", f"{nodeid} could not be collected: {message}"[:400])
+        analysis.extra_notes.append(note)  # kept when later runs are added
+        analysis.notes.append(note)
     failing = [t for t in loose if t.outcome != "pass"]
     for test in failing[:5]:
         analysis.problems.append(f"{test.nodeid} {test.outcome}: {test.message.splitlines()[0] if test.message else ''}"[:300])
-    return analysis
+    return analysis, grouped

@@ -193,8 +193,10 @@ class EgcfgServer(LanguageServer):
         def on_progress(progress: Progress) -> None:
             loop.call_soon_threadsafe(self.on_run_progress, progress, progress_token)
 
+        module_path = self.workspace.get_text_document(uri).path  # candidates run as this module of its package
+
         def work(cancel):
-            events = self.backend.complete(settings, root, {**task_fields(site, suite), "module_path": document.path}, cancel)
+            events = self.backend.complete(settings, root, {**task_fields(site, suite), "module_path": module_path}, cancel)
             return drive(events, site, cancel, on_line, on_progress)
 
         token, future = self.gpu.submit(owner, work)

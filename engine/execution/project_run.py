@@ -118,15 +118,16 @@ def project_dict(layout: ModuleLayout, test_files: Sequence[str], test_seconds: 
 
 
 def run_module(executor, module_path: str, text: str, workspace_root: str | None, test_files: Sequence[str], *,
-               trace: bool = True, slow: SlowTests = SLOW) -> ProjectRun:
-    """Every test of the module's test files, and the module's doctests, against `text`."""
+               trace: bool = True, slow: SlowTests = SLOW, nodeids: Sequence[str] = ()) -> ProjectRun:
+    """Every test of the module's test files, and the module's doctests, against `text` (only the
+    tests `nodeids` names, doctests included, when given)."""
     from engine.execution.executor import Job
 
     layout = module_layout(module_path, workspace_root)
     base = executor.limits.test_seconds
     limits = slow.limits(layout.rootdir, base)
     budget = min(SESSION_CAP, executor.limits.job_seconds + sum(limits.values()) + SESSION_MARGIN)
-    project = project_dict(layout, test_files, base, limits=limits, seconds=budget,
+    project = project_dict(layout, test_files, base, limits=limits, seconds=budget, nodeids=nodeids,
                            memory_mb=SESSION_MEMORY_FACTOR * executor.limits.memory_mb)
     result = executor.run(Job(program=text, tests=("pytest session",), project=project, trace=trace)).tests[0]
     run = ProjectRun(layout, seconds=result.seconds)

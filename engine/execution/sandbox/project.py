@@ -368,7 +368,7 @@ def run_pytest(task: dict, tracer_class) -> dict:
     status = -1
     setup_error = ""
     plugins = [recorder, _Wrapper(*recorder.runtest_call_wrapper())]
-    if project.get("doctests") and not project.get("nodeids"):
+    if project.get("doctests"):  # also when nodeids select some of the module's doctests
         plugins.append(_ModuleDoctests(project["path"]))
     try:
         status = int(pytest.main(args + targets, plugins=plugins))
