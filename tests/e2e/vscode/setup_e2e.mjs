@@ -10,7 +10,8 @@
 //      driver), then the wheel the .vsix carries; pip reads only the wheelhouse
 //      (EGCFG_SETUP_PIP_ARGS=--no-index --find-links DIR)
 //   3. egcfg.pythonPath now names the new environment, the server starts, the status bar says ready
-//   4. the setup log holds every command; the environment imports egcfg from its own site-packages
+//   4. the setup log holds every command; the environment imports egcfg from its own site-packages;
+//      the server's output (the EG-CFG channel) holds no library warnings
 // Screenshots and logs: test-output/e2e-setup/.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -266,6 +267,10 @@ async function main() {
     for (const wanted of ["-m venv", "torch>=2.4,<3", "egcfg @ file://", "--no-index", "(exit code 0)"]) {
       if (!setupLog.includes(wanted)) fail(`the setup log lacks ${JSON.stringify(wanted)}`);
     }
+    // the server's stderr lands in the EG-CFG output channel: a normal start prints no library warnings
+    const serverOutput = findFiles(join(userData, "logs"), "EG-CFG.log").map((path) => readFileSync(path, "utf8")).join("\n");
+    const noise = serverOutput.split("\n").filter((line) => /\w+Warning\b|deprecated|kernels-community/i.test(line));
+    if (noise.length) fail(`the server printed third-party warnings: ${noise.slice(0, 3).join(" / ")}`);
     writeFileSync(join(shots, "result.json"), JSON.stringify({ status: ready, python, imports: where, seconds: (Date.now() - started) / 1000 }, null, 1));
     log("PASS");
   } catch (error) {
