@@ -2,13 +2,13 @@
 
 Called first by the `egcfg` command and by `python -m lsp_server` (the editor's way in), before
 torch, transformers or bitsandbytes are imported. Everything else still shows: progress bars,
-egcfg's own lines, and every other warning of those libraries.
+egcfg's own lines, and every other warning of those libraries. (transformers' FutureWarning about
+`past_key_values` is fixed at its source: the decode loop passes `cache=` where the forward has it.)
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 
 
 def quiet_third_party() -> None:
@@ -17,7 +17,3 @@ def quiet_third_party() -> None:
     # is not installed. egcfg never downloads code at run time; the built-in CPU kernel is used.
     # This logger holds only that message (bitsandbytes/backends/cpu/ops.py).
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    # transformers 5.2x warns on every forward that passes `past_key_values` (it becomes `cache`
-    # in 5.40). The engine's decode loop is being moved to `cache`; until then pyproject caps
-    # transformers below 5.40, so the warning tells a user nothing they can act on.
-    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
