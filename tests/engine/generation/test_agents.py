@@ -187,3 +187,13 @@ def test_bad_input_is_a_user_error(plain, executor):
         events_of(plain, executor, CompletionTask(function_name="f", source_before="", tests=[]))
     with pytest.raises(UserError, match="positions"):
         events_of(plain, executor, ADD, max_new_tokens=9000)
+
+
+def test_a_run_prints_no_deprecation_warning(structured, executor):
+    """transformers 5.24 warns on every forward given `past_key_values`; the engine passes `cache`."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        events = events_of(structured, executor, ADD, gammas=[3.0], max_new_tokens=8, seed=1)
+    assert isinstance(events[-1], Finished) and any(isinstance(e, CandidatesRun) for e in events)
