@@ -47,6 +47,22 @@ def has_doctests(text: str) -> bool:
     return ">>> " in text
 
 
+def per_test_cost(executor, module: Path, text: str, root: Path, files, run, count: int) -> dict:
+    """Seconds per test: one session for the whole module (what the server does) against one
+    session per test, run one after the other on the same executor."""
+    from engine.execution.executor import Job
+
+    session = run.seconds / max(len(run.tests), 1)
+    chosen = [t.nodeid for t in run.ran[:count]]
+    started = time.monotonic()
+    for nodeid in chosen:
+        project = project_run.project_dict(run.layout, files, executor.limits.test_seconds, nodeids=[nodeid],
+                                           memory_mb=project_run.SESSION_MEMORY_FACTOR * executor.limits.memory_mb)
+        executor.run(Job(program=text, tests=("pytest session",), project=project, trace=False))
+    alone = (time.monotonic() - started) / max(len(chosen), 1)
+    return {"one_session_per_module": round(session, 4), "one_session_per_test": round(alone, 4), "tests_timed_alone": len(chosen)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+")
@@ -54,6 +70,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=5.0, help="base limit per test (the server's default)")
     parser.add_argument("--no-trace", action="store_true")
+    parser.add_argument("--per-test-sessions", type=int, default=0, metavar="N",
+                        help="also run the first N tests of each module each in a pytest session of its own "
+                             "(the alternative design) and print the seconds per test of both side by side")
     args = parser.parse_args()
     wanted = {m for m in args.modules.split(",") if m}
     totals = {"modules": 0, "found": 0, "ran": 0, "passed": 0, "skipped": 0, "seconds": 0.0}
@@ -81,6 +100,8 @@ def main() -> int:
                        "passed": run.passed, "skipped": skipped,
                        "pass_rate": round(run.passed / len(ran), 4) if ran else None,
                        "seconds": round(seconds, 2), "problems": run.problems[:5], "failing": failing[:10]}
+                if args.per_test_sessions and ran:
+                    row["cost_per_test"] = per_test_cost(executor, module, text, root, files, run, args.per_test_sessions)
                 print(json.dumps(row), flush=True)
                 totals["modules"] += 1
                 totals["found"] += len(run.tests)

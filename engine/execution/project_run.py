@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -110,37 +111,120 @@ def available(executor) -> bool:
 
 def project_dict(layout: ModuleLayout, test_files: Sequence[str], test_seconds: float, *,
                  nodeids: Sequence[str] = (), limits: dict | None = None, doctests: bool = True,
-                 seconds: float | None = None, memory_mb: int = 0) -> dict:
-    """What the sandbox's project runner needs (plain data; see engine/execution/sandbox/project.py)."""
+                 seconds: float | None = None, memory_mb: int = 0, select: Sequence[str] | None = None,
+                 collect_only: bool = False) -> dict:
+    """What the sandbox's project runner needs (plain data; see engine/execution/sandbox/project.py).
+    `nodeids` are pytest's arguments; `select` keeps only those of everything collected."""
     return {**layout.to_dict(), "kind": "pytest", "test_files": [os.path.realpath(f) for f in test_files],
             "nodeids": list(nodeids), "doctests": doctests, "test_seconds": test_seconds,
-            "limits": dict(limits or {}), "seconds": seconds or SESSION_CAP, "memory_mb": memory_mb}
+            "limits": dict(limits or {}), "seconds": seconds or SESSION_CAP, "memory_mb": memory_mb,
+            "select": None if select is None else list(select), "collect_only": collect_only}
 
 
 def run_module(executor, module_path: str, text: str, workspace_root: str | None, test_files: Sequence[str], *,
                trace: bool = True, slow: SlowTests = SLOW, nodeids: Sequence[str] = ()) -> ProjectRun:
     """Every test of the module's test files, and the module's doctests, against `text` (only the
-    tests `nodeids` names, doctests included, when given)."""
-    from engine.execution.executor import Job
+    tests `nodeids` names, doctests included, when given).
 
+    The tests are collected once, then split into one share per worker, each share one pytest
+    session, all in parallel. A session that stops early (a test that caught its interruption)
+    leaves the rest of its share to a new session; one that dies as a whole is split in halves
+    down to the test that kills it, which is reported alone."""
+    started = time.monotonic()
     layout = module_layout(module_path, workspace_root)
     base = executor.limits.test_seconds
     limits = slow.limits(layout.rootdir, base)
-    budget = min(SESSION_CAP, executor.limits.job_seconds + sum(limits.values()) + SESSION_MARGIN)
-    project = project_dict(layout, test_files, base, limits=limits, seconds=budget, nodeids=nodeids,
-                           memory_mb=SESSION_MEMORY_FACTOR * executor.limits.memory_mb)
-    result = executor.run(Job(program=text, tests=("pytest session",), project=project, trace=trace)).tests[0]
-    run = ProjectRun(layout, seconds=result.seconds)
-    if result.details is None:
-        run.problems.append(f"the pytest session failed: {result.message or result.outcome}")
-        return run
-    run.tests = _tests(result.details, base, limits)
-    run.problems += _problems(result.details)
-    run.collect_errors = _collect_errors(result.details)
+    run = ProjectRun(layout)
+    context = _Context(executor, layout, text, test_files, base, limits, trace)
+    if nodeids:
+        shares = [("nodeids", list(nodeids))]
+    else:
+        collected = context.collect(run)
+        if collected is None:
+            run.seconds = time.monotonic() - started
+            return run
+        shares = [("select", share) for share in _split(collected, _workers(executor))]
+    order = {nodeid: index for index, (_, share) in enumerate(shares) for nodeid in share}
+    tests = context.run_shares(shares, run)
+    run.tests = sorted(tests, key=lambda t: order.get(t.nodeid, len(order)))
     _retry_timeouts(executor, run, text, test_files, base, trace, slow)
     if trace:
         _confirm_untraced(executor, run, text, test_files, base, limits)
+    run.seconds = time.monotonic() - started
     return run
+
+
+MIN_SHARE = 20  # tests: below this, splitting a module costs more than it saves
+
+
+def _workers(executor) -> int:
+    pool = getattr(executor, "_pool", None)
+    return max(1, int(getattr(pool, "count", 0) or os.cpu_count() or 1))
+
+
+def _split(nodeids: list[str], workers: int) -> list[list[str]]:
+    """Contiguous shares of about equal size (tests of one file stay together, fixtures stay warm)."""
+    count = max(1, min(workers, len(nodeids) // MIN_SHARE))
+    size = -(-len(nodeids) // count) if nodeids else 0
+    return [nodeids[i:i + size] for i in range(0, len(nodeids), size)] if nodeids else []
+
+
+class _Context:
+    """One module's run: what every session of it shares."""
+
+    def __init__(self, executor, layout, text, test_files, base, limits, trace):
+        self.executor, self.layout, self.text, self.files = executor, layout, text, test_files
+        self.base, self.limits, self.trace = base, limits, trace
+
+    def job(self, *, trace: bool, seconds: float, **selection):
+        from engine.execution.executor import Job
+
+        project = project_dict(self.layout, self.files, self.base, limits=self.limits, seconds=seconds,
+                               memory_mb=SESSION_MEMORY_FACTOR * self.executor.limits.memory_mb, **selection)
+        return Job(program=self.text, tests=("pytest session",), project=project, trace=trace)
+
+    def budget(self, nodeids) -> float:
+        slow_ones = sum(self.limits.get(n, 0.0) for n in nodeids)
+        return min(SESSION_CAP, self.executor.limits.job_seconds + SESSION_MARGIN + slow_ones)
+
+    def collect(self, run: ProjectRun) -> list[str] | None:
+        """The module's test ids (files and doctests), or None with the reason in run.problems."""
+        result = self.executor.run(self.job(trace=False, seconds=self.budget(()), collect_only=True)).tests[0]
+        if result.details is None:
+            run.problems.append(f"the pytest session failed: {result.message or result.outcome}")
+            return None
+        run.problems += _problems(result.details)
+        run.collect_errors = _collect_errors(result.details)
+        return [t["nodeid"] for t in result.details.get("tests") or [] if isinstance(t, dict) and isinstance(t.get("nodeid"), str)]
+
+    def run_shares(self, shares: list[tuple[str, list[str]]], run: ProjectRun) -> list[ProjectTest]:
+        tests: list[ProjectTest] = []
+        while shares:
+            results = self.executor.map([self.job(trace=self.trace, seconds=self.budget(ids), **{kind: ids})
+                                         for kind, ids in shares])
+            left: list[tuple[str, list[str]]] = []
+            for (kind, ids), result in zip(shares, results):
+                outcome = result.tests[0]
+                if outcome.details is None:  # the whole session died or ran out of time
+                    if len(ids) == 1:
+                        tests.append(ProjectTest(ids[0], "timeout" if outcome.outcome == "timeout" else "error",
+                                                 outcome.message or outcome.outcome, outcome.seconds, "", 0,
+                                                 limit=self.limits.get(ids[0], self.base)))
+                    else:
+                        half = len(ids) // 2
+                        left += [(kind, ids[:half]), (kind, ids[half:])]
+                    continue
+                got = [t for t in _tests(outcome.details, self.base, self.limits) if t.nodeid in ids or kind == "nodeids"]
+                tests += got
+                if kind == "nodeids" and not run.problems:  # no collection step: its errors come from here
+                    run.problems += _problems(outcome.details)
+                    run.collect_errors = _collect_errors(outcome.details)
+                done = {t.nodeid for t in got}
+                rest = [n for n in ids if n not in done]
+                if rest and outcome.details.get("interrupted") and kind == "select":
+                    left.append((kind, rest))
+            shares = left
+        return tests
 
 
 def _confirm_untraced(executor, run: ProjectRun, text: str, test_files, base: float, limits: dict) -> None:

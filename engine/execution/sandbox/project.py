@@ -45,6 +45,16 @@ class TestTimeLimit(BaseException):
     __test__ = False
 
 
+class SessionInterrupt(KeyboardInterrupt):
+    """Raised when a test is still running ALARM_REPEAT s after its TestTimeLimit (something caught
+    it: unittest's subTest does): pytest ends the session as interrupted, the tests done so far are
+    reported, and the host runs the rest in a new session."""
+
+
+ALARM_REPEAT = 1.0  # seconds between the first alarm and the interrupt of the session
+_ALARMS = [0]       # alarms since the current limit was armed
+
+
 class EditedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
     """Serves ``text`` as the source of module ``name`` (whose file is ``path``)."""
 
@@ -149,7 +159,7 @@ class _Recorder:
         self.order = []
         self.traces_left = MAX_TRACES_TEXT
         self.collect_errors = []
-        self.timed_out = set()
+        self.current = None
 
     def pytest_sessionstart(self, session):
         # pytest's assertion rewriter (put first on sys.meta_path at configure time) would load the
@@ -163,20 +173,16 @@ class _Recorder:
         return self.limits.get(nodeid, self.default_limit)
 
     def pytest_runtest_protocol(self, item, nextitem):
+        self.current = item.nodeid
         self.order.append(item.nodeid)
         self.results[item.nodeid] = {"nodeid": item.nodeid, "outcome": "pass", "message": "", "seconds": 0.0,
                                      "trace": None, "line": _item_line(item), "file": _item_file(item)}
         return None
 
-    def pytest_runtest_setup(self, item):
-        self._arm(item.nodeid)
-
-    def pytest_runtest_teardown(self, item):
-        self._arm(item.nodeid)
-
     def _arm(self, nodeid: str) -> None:
+        _ALARMS[0] = 0
         signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, self._limit(nodeid))
+        signal.setitimer(signal.ITIMER_REAL, self._limit(nodeid), ALARM_REPEAT)
 
     @staticmethod
     def _disarm() -> None:
@@ -214,6 +220,22 @@ class _Recorder:
                         pass
 
         @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_setup(item):
+            recorder._arm(item.nodeid)
+            try:
+                yield
+            finally:
+                recorder._disarm()
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_teardown(item):
+            recorder._arm(item.nodeid)
+            try:
+                yield
+            finally:
+                recorder._disarm()
+
+        @pytest.hookimpl(hookwrapper=True)
         def pytest_make_collect_report(collector):
             # Importing a test file (and with it the edited module) is bounded too.
             recorder._arm("")
@@ -222,7 +244,7 @@ class _Recorder:
             finally:
                 recorder._disarm()
 
-        return pytest_runtest_call, pytest_make_collect_report
+        return pytest_runtest_call, pytest_make_collect_report, pytest_runtest_setup, pytest_runtest_teardown
 
     def max_events(self) -> int:
         return 2000 if len(self.project.get("nodeids") or ()) == 1 else MAX_TRACE_EVENTS
@@ -239,7 +261,6 @@ class _Recorder:
 
     # -- outcomes -------------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report):
-        self._disarm()
         entry = self.results.get(report.nodeid)
         if entry is None:
             return
@@ -278,12 +299,24 @@ class _Recorder:
                 message = (lines[-1] if lines else "could not be collected")[-MAX_MESSAGE:]
             self.collect_errors.append({"nodeid": report.nodeid, "message": message, "timeout": "TestTimeLimit" in text})
 
+    def pytest_collection_finish(self, session):
+        if not self.project.get("collect_only"):
+            return
+        for item in session.items:
+            self.order.append(item.nodeid)
+            self.results[item.nodeid] = {"nodeid": item.nodeid, "outcome": "collected", "message": "", "seconds": 0.0,
+                                         "trace": None, "line": _item_line(item), "file": _item_file(item)}
+
     def summary(self) -> list:
         return [self.results[nodeid] for nodeid in self.order if nodeid in self.results]
 
 
 def _on_alarm(signum, frame):
-    raise TestTimeLimit()
+    _ALARMS[0] += 1
+    if _ALARMS[0] == 1:
+        raise TestTimeLimit()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    raise SessionInterrupt()
 
 
 def _seconds(value: float) -> str:
@@ -370,6 +403,10 @@ def run_pytest(task: dict, tracer_class) -> dict:
     plugins = [recorder, _Wrapper(*recorder.runtest_call_wrapper())]
     if project.get("doctests"):  # also when nodeids select some of the module's doctests
         plugins.append(_ModuleDoctests(project["path"]))
+    if project.get("select") is not None:  # a share of the module's tests (the host splits them)
+        plugins.append(_Select(project["select"]))
+    if project.get("collect_only"):
+        args.append("--collect-only")
     try:
         status = int(pytest.main(args + targets, plugins=plugins))
     except SystemExit as error:
@@ -378,9 +415,25 @@ def run_pytest(task: dict, tracer_class) -> dict:
         setup_error = f"{type(error).__name__}: {error}"[:MAX_MESSAGE]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+    interrupted = ""
+    if _ALARMS[0] >= 2 and recorder.current in recorder.results:  # the session stopped inside this test
+        interrupted = recorder.current
+        entry = recorder.results[interrupted]
+        entry["outcome"] = "timeout"
+        entry["message"] = f"timed out after {_seconds(recorder._limit(interrupted))} s (and caught the interruption)"
     result["project"] = json.dumps({"tests": recorder.summary(), "collect_errors": recorder.collect_errors,
-                                    "exit": status, "setup_error": setup_error})
+                                    "exit": status, "setup_error": setup_error, "interrupted": interrupted})
     return result
+
+
+class _Select:
+    """Keeps only the named tests of what was collected (the files are collected as a whole)."""
+
+    def __init__(self, nodeids):
+        self.wanted = set(nodeids)
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        items[:] = [item for item in items if item.nodeid in self.wanted]
 
 
 class _ModuleDoctests:
@@ -410,6 +463,8 @@ class _ModuleDoctests:
 class _Wrapper:
     """Holds the hookwrapper as a plugin of its own (pytest registers objects, not functions)."""
 
-    def __init__(self, call_hook, collect_hook):
+    def __init__(self, call_hook, collect_hook, setup_hook, teardown_hook):
         self.pytest_runtest_call = call_hook
         self.pytest_make_collect_report = collect_hook
+        self.pytest_runtest_setup = setup_hook
+        self.pytest_runtest_teardown = teardown_hook
