@@ -178,3 +178,36 @@ def test_egcfg_complete_runs_candidates_as_the_module_of_their_package(tmp_path,
     # relative imports, __future__ and __name__ work for the candidates: the two tests that do not
     # depend on the (one-token) body pass (the Decimal compared on the host); area's 2 doctests join them
     assert answer["total"] == 4 and answer["passed"] == 2, answer
+
+
+def test_a_test_that_catches_its_time_limit_does_not_take_the_others_with_it(tmp_path):
+    module = make_slow_project(tmp_path)
+    (tmp_path / "tests" / "test_waits.py").write_text(textwrap.dedent("""\
+        import unittest
+
+        from pkg.waits import wait
+
+        def test_before():
+            assert wait(0) == 0
+
+        class Loop(unittest.TestCase):
+            def test_many_subtests(self):  # each subTest catches the time limit's exception
+                for i in range(200):
+                    with self.subTest(i=i):
+                        wait(0.1)
+
+        def test_after():
+            assert wait(0) == 0
+        """))
+    saved = project_run.SLOW_RETRY_SECONDS
+    project_run.SLOW_RETRY_SECONDS = 2.0
+    try:
+        with Executor(workers=1, limits=Limits(test_seconds=1.0), project_root=str(tmp_path)) as pool:
+            run = project_run.run_module(pool, str(module), module.read_text(), str(tmp_path),
+                                         [str(tmp_path / "tests" / "test_waits.py")], slow=project_run.SlowTests())
+    finally:
+        project_run.SLOW_RETRY_SECONDS = saved
+    by_name = {t.name: t for t in run.tests}
+    assert by_name["test_before"].outcome == "pass" and by_name["test_after"].outcome == "pass"
+    assert by_name["Loop::test_many_subtests"].outcome == "timeout"
+    assert run.seconds < 30
