@@ -254,10 +254,19 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
                 chosen.append(token)
             return chosen, 1000 * statistics.median(times[2:])
 
-        eager = {}
+        def eager_step(gamma, margins):
+            def step(kv, token):
+                ids = torch.full((kv.rows, 1), token, dtype=torch.long, device=kv.positions.device)
+                scores = decode.cfg_scores(decode.forward(model, kv, ids)[:, -1], gamma)
+                top = scores.topk(2).values
+                margins.append(float(top[0] - top[1]))
+                return int(scores.argmax())
+            return step
+
+        eager, margins = {}, {}
         for name, gamma in (("guided", 3.0), ("greedy", 0.0)):
-            eager[name] = tokens_and_ms(gamma, lambda kv, token, gamma=gamma: decode.decode_one_token(model, kv, token,
-                                                                                                      gamma))
+            margins[name] = []
+            eager[name] = tokens_and_ms(gamma, eager_step(gamma, margins[name]))
             save(**{f"{name}_eager_ms_per_token": round(eager[name][1], 3),
                     f"{name}_eager_tokens_per_s": round(1000 / eager[name][1], 1)})
         # peak memory of guided decoding at a 4k context against weights + KV
@@ -294,6 +303,9 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
                         f"{name}_compiled_tokens_per_s": round(1000 / ms, 1),
                         f"{name}_compiled_speedup": round(eager[name][1] / ms, 2),
                         f"{name}_compiled_matches_eager": chosen == eager[name][0],
+                        f"{name}_first_difference": next((i for i, (a, b) in enumerate(zip(chosen, eager[name][0]))
+                                                          if a != b), None),
+                        f"{name}_eager_min_margin": round(min(margins[name]), 5),
                         f"{name}_compile_mode": stepper.mode})
             except Exception as error:   # e.g. a 4-bit layer that does not compile: say so, go on
                 save(**{f"{name}_compiled_error": f"{type(error).__name__}: {str(error)[:300]}"})

@@ -131,10 +131,11 @@ def sample_steps(dec: Decoding, pool: Pool, lines: int, temperature: float, max_
         ids = torch.tensor([[row.pending(dec)] for row in pool.rows], dtype=torch.long, device=kv.positions.device)
         logits = yield Step(kv, ids)
         probs = torch.softmax(logits.float() / temperature, dim=-1) if temperature > 0 else None
+        positions = kv.positions.tolist()
         for index, row in enumerate(pool.rows):
             if row.ended:
                 continue
-            row.filled, row.position = kv.length, int(kv.positions[index])
+            row.filled, row.position = kv.length, positions[index]
             token = steer(dec, row, probs[index] if probs is not None else logits[index]) if steer else None
             if token is None:
                 token = (int(torch.multinomial(probs[index], 1, generator=row.generator)) if probs is not None
