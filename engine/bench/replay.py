@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=0, help="cut a random config to this many layers")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true",
+                        help="guided one-token steps through the compiled step (engine.generation.compiled)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -170,7 +172,8 @@ class TimedExecutor:
 # ------------------------------------------------------------------------------------------------
 # One task, one scheme
 
-def replay_task(loaded, executor, task, scheme: str, agreement: float, preset: str, seed: int) -> dict:
+def replay_task(loaded, executor, task, scheme: str, agreement: float, preset: str, seed: int,
+                compile: bool = False) -> dict:
     import torch
 
     from engine.bench.accuracy import completion_task
@@ -194,6 +197,7 @@ def replay_task(loaded, executor, task, scheme: str, agreement: float, preset: s
     try:
         for event in run_completion(loaded, timed, completion, preset=preset, fast=scheme == "fast",
                                     first_pass_wins=False, teacher=teacher, max_new_tokens=len(teacher.force) + 8,
+                                    compile=compile,
                                     seed=zlib.crc32(f"{task.task_id}/{seed}".encode())):
             if isinstance(event, LineCommitted):
                 lines += 1
@@ -285,12 +289,12 @@ def run(args) -> dict:
         for task in tasks:
             for scheme in schemes:   # alternating, so that drift on a shared machine hits both alike
                 records[scheme].append(replay_task(loaded, executor, task, scheme, args.agreement, args.preset,
-                                                   args.seed))
+                                                   args.seed, args.compile))
                 progress.step(f"{task.task_id} {scheme}")
     progress.close()
     report: dict[str, Any] = {"benchmark": args.benchmark, "tasks": args.tasks, "model": loaded.name,
                               "dtype": loaded.dtype, "quantized": loaded.quantized, "agreement": args.agreement,
-                              "preset": args.preset, **device_description(loaded.model)}
+                              "preset": args.preset, "compile": args.compile, **device_description(loaded.model)}
     for scheme in schemes:
         report[scheme] = summarise(records[scheme])
     if "paper" in report and "fast" in report:

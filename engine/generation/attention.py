@@ -1,5 +1,11 @@
-"""Attention functions the decode loop registers with transformers.
+"""Attention functions the decode loop registers with transformers' AttentionInterface.
 
+    egcfg_shared_prefix   one token of several rows that share their first P slots (the guided
+                          pair): the shared keys and values are read once for all rows, each row's
+                          own slots apart, and the two partial softmaxes merged by log-sum-exp
+
+The implementation is swapped in for one forward at a time (`_with_shared_prefix`); anything the
+function does not cover goes to sdpa unchanged.
 """
 
 from __future__ import annotations

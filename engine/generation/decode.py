@@ -1,14 +1,18 @@
 """The guided decode loop (METHOD.md step 2), in the style of gpt-fast's generate.py: a handful of
 short functions over explicit tensors and positions, readable top to bottom.
 
-    KV slots            `KV`: a batched KV cache in preallocated buffers whose rows are separate
-                        sequences, with explicit RoPE positions and a per-row slot mask
-    forward passes      `forward`, `prefill`, `decode_one_token`, `cfg_scores`
-    attention           `shared_prefix_attention`: the 2-row step reads the shared head's KV once
+    KV slots            `KV` (engine.generation.kv): a batched KV cache in preallocated buffers whose
+                        rows are separate sequences, with explicit RoPE positions and a per-row slot mask
+    forward passes      `forward`, `prefill`, `decode_one_token`, `cfg_scores`, `verify_draft`
+    attention           `shared_prefix_attention` (engine.generation.attention): the 2-row step reads
+                        the shared head's KV once
     the state           `Decoding`: prompt, caches, the code written so far (token ids + text)
     one line            `set_signal` (conditional stream re-prefilled), `guided_line`
                         (2-row CFG steps, optional draft verification), line/function-end checks
-    candidates          `sample_candidates`: s rows branched from the unconditional cache
+    steps               `Step` / `run_steps`: the one-token loops are generators that yield their
+                        forwards, so a scheduler can batch several agents (engine.generation.batching)
+    elsewhere           candidates (engine.generation.candidates), the compiled step
+                        (engine.generation.compiled)
 
 How the two streams share one batched forward. The prompt is head + tail + code, the signal goes
 between head and tail (at i_dyn). Both rows keep the head's KV in slots [0, P); the conditional row
