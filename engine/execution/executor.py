@@ -428,7 +428,7 @@ class _Pool:
             "user_namespace": level == "bubblewrap",  # per-test user namespaces only inside bwrap's
             # What T does to itself before candidate code (sandbox/confine.py).
             "deny_network": level == "landlock",
-            "landlock_scope_abi": abi if abi >= 6 and level != "limits" else 0,
+            "landlock_scope_abi": abi,  # T's own Landlock domain, on every level where the kernel has one
             "seccomp_bpf": self._seccomp(level, abi),
         }
         if level == "landlock" and tmp:

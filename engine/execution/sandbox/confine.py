@@ -63,7 +63,8 @@ def confine(config: dict) -> None:
     drop_capabilities()
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     scope_abi = int(config.get("landlock_scope_abi") or 0)
-    if scope_abi >= 6:  # a domain of its own: the worker and the host stay out of its reach
+    if scope_abi >= 1:  # a domain of its own: no ptrace or /proc/PID access outside it, and (ABI 6+)
+        # no signals or abstract unix sockets outside it: the worker and the host stay out of reach
         landlock.restrict(scope_abi, deny_tcp=bool(config.get("deny_network")), scope=True, file_system=False)
     bpf = config.get("seccomp_bpf")
     if bpf:

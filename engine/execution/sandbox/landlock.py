@@ -84,16 +84,17 @@ def restrict(abi: int, read=(), write=(), devices=(), deny_tcp: bool = True, sco
     bind/connect (ABI 4+); abstract unix sockets and signals scoped to this domain (ABI 6+).
     Paths that do not exist are skipped. Stacks on any domain this process is already in."""
     # A layer that does not restrict files must still handle REFER and allow it everywhere:
-    # Landlock denies moving files between folders in any layer that leaves REFER unhandled.
-    refer_only = not file_system and abi >= 2
-    attr = _RulesetAttr(handled_fs(abi) if file_system else REFER if refer_only else 0,
+    # Landlock denies moving files between folders in any layer that leaves REFER unhandled. (At
+    # ABI 1 it handles EXECUTE, allowed everywhere, so that the ruleset is not empty.)
+    open_right = (REFER if abi >= 2 else EXECUTE) if not file_system else 0
+    attr = _RulesetAttr(handled_fs(abi) if file_system else open_right,
                         NET_BIND_TCP | NET_CONNECT_TCP if deny_tcp and abi >= 4 else 0,
                         SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if scope and abi >= 6 else 0)
     ruleset = _check(_syscall(ctypes.c_long(SYS_CREATE_RULESET), ctypes.byref(attr),
                               ctypes.c_size_t(_attr_size(abi)), ctypes.c_uint32(0)), "create_ruleset")
     try:
-        if refer_only:
-            _add_path(ruleset, "/", REFER)
+        if open_right:
+            _add_path(ruleset, "/", open_right)
         if file_system:
             handled = attr.handled_access_fs
             for paths, rights in ((read, READ), (write, handled), (devices, DEVICE)):

@@ -66,6 +66,16 @@ def cgroup_process_counts(ex: Executor) -> list[int]:
     return counts
 
 
+def settle(ex: Executor) -> None:
+    """A trivial test on each worker in turn, so the clock of the next case does not include a
+    worker still cleaning up after the previous one (a 1500-deep tree takes seconds under Landlock)."""
+    from engine.execution.executor import _JobState, _Task
+
+    state = _JobState(Job("x = 1\n", ("pass",)), ex.limits)
+    for slot in ex._pool.slots:
+        slot.execute(_Task(state, 0))
+
+
 @pytest.fixture
 def run_case(temporary_home, tmp_path):
     """run_case(ex, program, test, outcomes, message) -> TestResult, after checking: the outcome
@@ -80,6 +90,7 @@ def run_case(temporary_home, tmp_path):
         home_before = sorted(p.name for p in temporary_home.iterdir())
         prelude = (f"MARKER = {marker!r}\nPROJECT = {str(REPO)!r}\nVICTIM = {str(victim)!r}\n"
                    f"HOME_DIR = {str(temporary_home)!r}\nSENTINEL = {str(sentinel)!r}\n" + prelude_extra)
+        settle(ex)
         modes = {path: os.stat(path).st_mode for path in ("/tmp", str(temporary_home), str(sentinel), str(REPO))}
         baseline = cgroup_process_counts(ex)
         start = time.monotonic()
