@@ -167,3 +167,31 @@ async def test_all_its_tests_pass_in_egcfg_serve(workspace):
     finally:
         await stop(client, drainer)
     assert os.path.exists(workspace / ".venv")
+
+
+PY313 = Path.home() / ".pyenv" / "versions" / "3.13.0" / "bin" / "python"
+
+
+def test_the_fixture_project_passes_on_python_3_13_too(tmp_path):
+    """The sandbox's code (worker, tracer on sys.monitoring, project runner, encoders) on 3.13."""
+    if not PY313.exists():
+        pytest.skip("needs CPython 3.13 (pyenv 3.13.0)")
+    import json
+
+    subprocess.run([str(PY313), "-m", "venv", str(tmp_path / "venv313")], check=True, timeout=120)
+    _pip_install(tmp_path / "venv313" / "bin" / "pip", "pytest")
+    core = HERE.parents[1] / "fixtures" / "projects" / "shapes" / "src" / "shapes" / "core.py"
+    python = str(tmp_path / "venv313" / "bin" / "python")
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "trace", str(core), "--pytest", "--json", "--python", python],
+                          capture_output=True, text=True, timeout=300, cwd=str(HERE.parents[2]))
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert "3.13" in answer["interpreter"] and answer["passed"] == answer["total"] == 17
+    traced = [t for t in answer["tests"] if t["trace"] and any(e["file"] == "program" for e in t["trace"]["events"])]
+    assert len(traced) >= 10  # sys.monitoring traces the module's lines
+    plain = subprocess.run([sys.executable, "-m", "engine.cli", "trace", str(core), "--json", "--python", python,
+                            "--test", "assert favourite() is Color.RED", "--test", "assert Point(1, 2) == Point(1, 2)",
+                            "--test", "assert third(3) == __import__('fractions').Fraction(1)"],
+                           capture_output=True, text=True, timeout=300, cwd=str(HERE.parents[2]))
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["passed"] == 3
