@@ -211,3 +211,40 @@ def test_a_test_that_catches_its_time_limit_does_not_take_the_others_with_it(tmp
     assert by_name["test_before"].outcome == "pass" and by_name["test_after"].outcome == "pass"
     assert by_name["Loop::test_many_subtests"].outcome == "timeout"
     assert run.seconds < 30
+
+
+async def test_the_fixture_project_in_egcfg_serve(tmp_path):
+    """The real server (no model needed for tests): opening the module runs its tests with pytest
+    in the sandbox; every test attributed to a function passes; the status names the interpreter."""
+    import shutil
+
+    sys.path.insert(0, str(REPO / "tests" / "lsp_server"))
+    from test_lsp_harness import open_doc, start, stop
+
+    project = tmp_path / "shapes"
+    shutil.copytree(SHAPES, project, ignore=shutil.ignore_patterns("__pycache__"))
+    client, rec, drainer = await start(project, {"model": str(tmp_path / "no-model"), "debounceMs": 0}, scripted=False)
+    try:
+        uri = open_doc(client, project / "src" / "shapes" / "core.py")
+        status = await rec.wait_for(lambda: next((s for s in reversed(rec.status) if s["message"].startswith("tests:")), None),
+                                    timeout=120, what="test status")
+        passed, total = status["message"].split()[1].split("/")
+        assert passed == total and int(total) >= 15, status
+        assert status["interpreter"].startswith("Python ")
+        published = rec.latest_diagnostics(uri)
+        assert published is None or not [d for d in published.diagnostics if d.severity in (1, 2)]
+        # the editor's unsaved text replaces the file: a broken area() shows as errors in area()
+        from lsprotocol import types
+
+        text = (project / "src" / "shapes" / "core.py").read_text()
+        broken = text.replace("    return width * height\n", "    return width + height\n")
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=broken)]))
+        area_line = broken.splitlines().index("def area(width: float, height: float) -> float:")
+        errors = await rec.wait_for(lambda: [d for d in (rec.latest_diagnostics(uri) or types.PublishDiagnosticsParams(uri, [])).diagnostics
+                                             if d.severity == 1 and area_line <= d.range.start.line <= area_line + 15],
+                                    timeout=120, what="errors in area")
+        assert any("test_area" in d.message or "doctest" in d.message or "shapes.core.area" in d.message for d in errors), errors
+    finally:
+        await stop(client, drainer)
