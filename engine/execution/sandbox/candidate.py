@@ -22,6 +22,20 @@ _function_type = type(lambda: None)
 
 
 _LEAF_CACHE: dict = {}
+_PREPARED: list = []  # [(confine.Prepared, encode.sealed_parts(), builtins items)]
+_PACKAGE_MODULES: list = [0, ()]  # [len(sys.modules) when listed, names of this package's modules]
+
+
+def prepare(config: dict) -> None:
+    """In the worker, before each test: what every T enforces or seals, built once (the Landlock
+    ruleset and the seccomp program) or taken once (the encoder's sealed parts), and the names T
+    removes from sys.modules (listed here: iterating sys.modules in T would touch, and so copy,
+    a page per module)."""
+    if not _PREPARED:
+        _PREPARED.append((confine.Prepared(config), encode.sealed_parts(), tuple(PRISTINE_BUILTINS.items())))
+    if _PACKAGE_MODULES[0] != len(sys.modules):
+        names = tuple(name for name in sys.modules if name == PACKAGE or name.startswith(PACKAGE + "."))
+        _PACKAGE_MODULES[:] = [len(sys.modules), names]
 
 
 def cached_leaves(task: dict):
@@ -47,6 +61,12 @@ def cached_leaves(task: dict):
 
 def child(task, config, out_w, res_w, nonce, tracer_class) -> None:
     os.setsid()  # its own session and group: kill(0, ...) reaches only the candidate's processes
+    prepared = _PREPARED[0][0]
+    try:  # first, while the prepared ruleset's descriptor is still open (_prepare_fds closes it)
+        confine.enter_domain(prepared)
+        domain_error = None
+    except OSError as error:
+        domain_error = error
     _prepare_fds(out_w, res_w)
     _apply_limits(config, float(task["timeout"]), project.session_memory_mb(task))
     drop_uid = config.get("drop_uid")
@@ -64,7 +84,9 @@ def child(task, config, out_w, res_w, nonce, tracer_class) -> None:
     signal.signal(signal.SIGUSR1, _on_soft_timeout)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        confine.confine(config)
+        if domain_error is not None:
+            raise domain_error
+        confine.confine(prepared)
     except OSError as error:  # a promised protection is missing: run nothing
         refusal = ("SandboxError", f"the sandbox could not confine the test: {error}"[:300], "", 0)
         send_result({"error": refusal, "leaves": (), "block": None, "trace": None, "interrupted": False}, nonce)
@@ -87,14 +109,13 @@ def _seal(task: dict, tracer_class, nonce: bytes) -> tuple:
     kit = (task["kind"], task["program"], task.get("setup") or "", task.get("test") or "",
            tuple(task.get("compiled_leaves") or ()), tuple((leaf[0], leaf[1]) for leaf in leaves), flags,
            bool(task.get("trace")) and tracer_class is not None, tracer_class, nonce, module,
-           tuple(PRISTINE_BUILTINS.items()), encode.sealed_parts(), sys.stdout, sys.stderr, loader,
+           _PREPARED[0][2], _PREPARED[0][1], sys.stdout, sys.stderr, loader,
            (compile, exec, eval, dict, type, tuple, Exception, _function_type, dumps, write, exit_now,
             settrace, setrecursionlimit, compile_leaf, TimeLimitExceeded, len, RESULT_MAGIC, RESULT_FD, BaseException))
-    for name in [name for name in sys.modules if name == PACKAGE or name.startswith(PACKAGE + ".")]:
-        del sys.modules[name]
+    for name in _PACKAGE_MODULES[1]:
+        sys.modules.pop(name, None)
     sys.modules["candidate"] = sys.modules["__main__"] = module
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # everything made so far leaves the collector's lists (gc.get_objects/get_referrers)
     return kit
 
 

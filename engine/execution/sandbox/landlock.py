@@ -83,6 +83,17 @@ def restrict(abi: int, read=(), write=(), devices=(), deny_tcp: bool = True, sco
     beneath ``read``, everything beneath ``write``, read/write of the ``devices`` files; no TCP
     bind/connect (ABI 4+); abstract unix sockets and signals scoped to this domain (ABI 6+).
     Paths that do not exist are skipped. Stacks on any domain this process is already in."""
+    ruleset = build_ruleset(abi, read, write, devices, deny_tcp, scope, file_system)
+    try:
+        restrict_self(ruleset)
+    finally:
+        os.close(ruleset)
+
+
+def build_ruleset(abi: int, read=(), write=(), devices=(), deny_tcp: bool = True, scope: bool = True,
+                  file_system: bool = True) -> int:
+    """The ruleset ``restrict`` enforces, as a file descriptor (built once, enforced by each test
+    process it is inherited by: restrict_self is then one system call)."""
     # A layer that does not restrict files must still handle REFER and allow it everywhere:
     # Landlock denies moving files between folders in any layer that leaves REFER unhandled. (At
     # ABI 1 it handles EXECUTE, allowed everywhere, so that the ruleset is not empty.)
@@ -100,10 +111,18 @@ def restrict(abi: int, read=(), write=(), devices=(), deny_tcp: bool = True, sco
             for paths, rights in ((read, READ), (write, handled), (devices, DEVICE)):
                 for path in paths:
                     _add_path(ruleset, path, rights & handled)
-        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        _check(_syscall(ctypes.c_long(SYS_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)), "restrict_self")
-    finally:
+    except BaseException:
         os.close(ruleset)
+        raise
+    return ruleset
+
+
+def restrict_self(ruleset: int, no_new_privs: bool = True) -> None:
+    """Enforce a ruleset on this process (no_new_privs first, as Landlock requires, unless the
+    caller has set it already)."""
+    if no_new_privs:
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _check(_syscall(ctypes.c_long(SYS_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)), "restrict_self")
 
 
 def _add_path(ruleset: int, path: str, rights: int) -> None:

@@ -25,6 +25,7 @@ def run_task(task: dict, config: dict, namespace: str, tracer_class) -> dict:
     """Run one test in T and return the report. With a raw clone() the worker itself supervises T
     (saves a fork per test); otherwise a forked supervisor M unshares the namespace first."""
     task["compiled_leaves"] = candidate.cached_leaves(task)
+    candidate.prepare(config)
     if clone_available():
         return supervise(task, config, namespace, tracer_class, direct=True)
     report_r, report_w = os.pipe()
