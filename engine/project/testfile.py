@@ -418,46 +418,48 @@ def docstring_of(function: FunctionSite) -> tuple[str | None, int]:
     return None, 0
 
 
-def doctest_cases(docstring: str, path: str, first_line: int, function: str) -> tuple[list[TestCase], list[str]]:
-    """Doctest examples as tests: `>>> f(2)` / `4` becomes `assert f(2) == 4`. Statements without output
-    are kept and run before the examples that follow them (then the test is a block)."""
+DOCTEST_FLAGS = doctest.ELLIPSIS  # pytest's default doctest_optionflags; directives in an example add to it
+
+
+def doctest_cases(docstring: str, path: str, first_line: int, function: str,
+                  optionflags: int = DOCTEST_FLAGS) -> tuple[list[TestCase], list[str]]:
+    """One test per checked example of the docstring (one with expected output or an expected
+    exception, not skipped by a directive), run the way the `doctest` module runs it: the standard
+    library's DocTestParser, DocTestRunner and OutputChecker, the examples of the docstring in order
+    in one shared namespace (a copy of the module's globals), continuation lines part of their
+    example, `# doctest:` directives honoured. The test of example N replays examples 1..N and
+    judges only N."""
     try:
         examples = doctest.DocTestParser().get_examples(docstring)
     except ValueError as error:
         return [], [f"the docstring of {function} has a malformed doctest: {error}"]
-    cases, skipped, before = [], [], []
+    cases = []
     for number, example in enumerate(examples, 1):
-        source = example.source.strip()
-        want = example.want.strip()
-        line = first_line + example.lineno
+        if not example.want and example.exc_msg is None:
+            continue  # a statement: replayed by the examples after it
+        if example.options.get(doctest.SKIP):
+            continue
         label = f"doctest {number}"
-        if example.exc_msg is not None:
-            exc = example.exc_msg.split(":", 1)[0].strip().rsplit(".", 1)[-1] or "Exception"
-            body = "\n".join(before + [
-                "try:", *("    " + s for s in source.splitlines()),
-                f"except {exc}:", "    pass", "else:",
-                f"    raise AssertionError('expected {exc}')"])
-            cases.append(TestCase(body, label, path, line, "block"))
-            continue
-        if not want:
-            before.append(source)
-            continue
-        try:
-            ast.parse(source, mode="eval")
-        except SyntaxError:
-            skipped.append(f"{label} is a statement with printed output, which cannot be checked as a value")
-            continue
-        check = _doctest_assert(source, want)
-        if before:
-            cases.append(TestCase("\n".join(before + [check]), label, path, line, "block"))
-        else:
-            cases.append(TestCase(check, label, path, line, "assert"))
-    return cases, skipped
+        body = _doctest_block(docstring, number, f"{function}", first_line, optionflags)
+        cases.append(TestCase(body, label, path, first_line + example.lineno, "block"))
+    return cases, []
 
 
-def _doctest_assert(source: str, want: str) -> str:
-    try:
-        ast.literal_eval(want)
-        return f"assert {source} == {want}"
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return f"assert repr({source}) == {want!r}"  # an object's repr: compare the text
+def _doctest_block(docstring: str, upto: int, name: str, first_line: int, optionflags: int) -> str:
+    """A block test: the docstring's examples 1..upto run by the stdlib's DocTestRunner in a copy
+    of the module's globals; only example `upto` can fail the test (with doctest's own message, or
+    the exception it raised unexpectedly)."""
+    return "\n".join([
+        "import doctest as _egcfg_doctest",
+        f"_egcfg_test = _egcfg_doctest.DocTestParser().get_doctest({docstring!r}, dict(globals()), {name!r}, '<doctest>', {first_line})",
+        f"_egcfg_test.examples = _egcfg_test.examples[:{upto}]",
+        "_egcfg_target = _egcfg_test.examples[-1]",
+        "class _EgcfgRunner(_egcfg_doctest.DocTestRunner):",
+        "    def report_failure(self, out, test, example, got):",
+        "        if example is _egcfg_target:",
+        "            raise AssertionError('expected ' + repr(example.want.strip()) + ', got ' + repr(got.strip()))",
+        "    def report_unexpected_exception(self, out, test, example, exc_info):",
+        "        if example is _egcfg_target:",
+        "            raise exc_info[1]",
+        f"_EgcfgRunner(optionflags={optionflags}, verbose=False).run(_egcfg_test, out=lambda text: None, clear_globs=False)",
+    ])

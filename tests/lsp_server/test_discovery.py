@@ -67,7 +67,8 @@ def test_doctests_of_the_function_come_first(tmp_path):
     source = 'def add(a, b):\n    """\n    >>> add(2, 2)\n    4\n    """\n'
     module = write(tmp_path / "mathy.py", source)
     suite = discover_tests("add", str(module), source, str(tmp_path), docstring=ast.get_docstring(ast.parse(source).body[0], clean=False), docstring_line=2)
-    assert sources(suite) == ["assert add(2, 2) == 4"] and suite.cases[0].line == 3
+    assert len(suite.cases) == 1 and suite.cases[0].line == 3 and suite.cases[0].label == "doctest 1"
+    assert suite.cases[0].kind == "block" and "DocTestRunner" in suite.cases[0].source  # run as doctest runs it
 
 
 def test_a_comment_names_the_test_file_and_patterns_add_more(tmp_path):
