@@ -105,7 +105,7 @@ class EngineBackend:
         gammas = list(settings.gammas) if settings.gammas else None
         return run_completion(self._model, self.executor(settings, project_root), task,
                               preset=settings.preset, gammas=gammas, cancel=cancel,
-                              max_new_tokens=settings.max_new_tokens)
+                              max_new_tokens=settings.max_new_tokens, compile=settings.compile)
 
     def close(self) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ class Settings:
     debounce_ms: int = 300                    # wait after the last keystroke before an automatic completion/test run
     max_new_tokens: int = 512                 # token cap per agent for one body
     max_file_bytes: int = 2_000_000           # larger documents are not analysed (a clear status instead)
+    compile: bool = False                     # the engine's compiled guided step (torch.compile; worth it on a GPU)
     python: str = ""                          # the project's interpreter (VS Code: the Python extension's); "": .venv/venv, else egcfg's
     sandbox: str = "auto"                     # auto | bubblewrap | landlock | limits (limits: no isolation, explicit opt-in)
 
@@ -136,6 +137,7 @@ CHECKS = {
     "debounce_ms": _number(0, 10_000, int),
     "max_new_tokens": _number(1, 8192, int),
     "max_file_bytes": _number(1_000, 1 << 30, int),
+    "compile": _flag,
     "python": _path,
     "sandbox": _choice(SANDBOXES),
 }

@@ -9,6 +9,7 @@ export const SERVER_SETTING_KEYS = [
   "preset",
   "gammas",
   "maxNewTokens",
+  "compile",
   "testSeconds",
   "memoryMb",
   "testPatterns",
