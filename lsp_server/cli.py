@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                         help="server log level on stderr (default: %(default)s)")
     parser.add_argument("--log-file", metavar="PATH", help="write the server log to a file instead of stderr")
+    parser.add_argument("--python", default="", metavar="PATH",
+                        help="the project's interpreter for the tests (the python setting, when the client sends none); "
+                             "default: a .venv/venv at the workspace root, else egcfg's own")
 
 
 class LockedStream:
@@ -69,10 +72,20 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"--tcp needs a port between 1 and 65535, got {args.tcp}")
         sys.stdout = sys.stderr  # stdout carries nothing in TCP mode either
         server = build_server()
+        _initial_python(server, args)
         server.start_tcp(args.host, args.tcp)
         return 0
     protocol_out = LockedStream(protect_stdout())
     server = build_server()
+    _initial_python(server, args)
     server.thread_safe_output = True
     server.start_io(sys.stdin.buffer, protocol_out)
     return 0
+
+
+def _initial_python(server, args: argparse.Namespace) -> None:
+    """--python sets the python setting's starting value (a client's own value still wins)."""
+    if getattr(args, "python", ""):
+        from dataclasses import replace
+
+        server.settings = replace(server.settings, python=args.python.strip())

@@ -78,3 +78,17 @@ def test_a_non_python_is_refused_in_one_sentence(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(UserError, match="not a Python 3.9"):
         interpreter.select(None, str(fake))
+
+
+def test_serve_python_flag_is_the_settings_starting_value():
+    from types import SimpleNamespace
+
+    from lsp_server.cli import _initial_python
+    from lsp_server.settings import Settings, parse_settings
+
+    server = SimpleNamespace(settings=Settings())
+    _initial_python(server, SimpleNamespace(python=" /x/bin/python "))
+    assert server.settings.python == "/x/bin/python"
+    assert parse_settings({"maxNewTokens": 5}, base=server.settings)[0].python == "/x/bin/python"
+    assert parse_settings({"egcfg": {"python": "/y/bin/python"}}, base=server.settings)[0].python == "/y/bin/python"
+    assert "python" in Settings().sandbox_key().__repr__() or Settings(python="/z").sandbox_key() != Settings().sandbox_key()
