@@ -8,10 +8,15 @@ The module comes from more-itertools' source distribution, fetched with
 `pip download --no-deps --no-binary :all: more-itertools` into build/bench/ (gitignored) when no
 --sdist is given; nothing of it is committed.
 
+The server runs the module's tests the way the project does: with pytest when the project's
+interpreter has it (egcfg's .venv does, so that is what this measures: one session learns whose
+tests are whose, then edits rerun tests by node id), else with egcfg's own reading of the tests.
+
 Figures (seconds, from the client's side):
 - open_first_values_s: didOpen -> the first publishDiagnostics carrying a value;
-- open_all_values_s: didOpen -> every tested function's values published. Before the incremental
-  runs (issue 13), every save waited for this whole run before anything was republished;
+- open_all_values_s: didOpen -> every tested function's values published (the full session).
+  Before the incremental runs (issue 13), every save waited for a run this long before anything
+  was republished;
 - edit_function_republished_s: the edit (didChange + didSave) -> the first publish of the new
   version carrying values on the edited function's lines (a fresh run: its fingerprint changed);
 - edit_all_done_s: the edit -> the run for the new version finished (callers included).
