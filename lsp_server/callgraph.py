@@ -109,6 +109,9 @@ def module_graph(text: str, tree: ast.Module | None = None) -> ModuleGraph:
             mentions = names_in(node)
             units.append(Unit(node.name, start, end, source, mentions, bool(mentions & DYNAMIC)))
             by_name.setdefault(node.name, []).append(len(units) - 1)
+            for inner in ast.walk(node):  # a method (or nested function) leads to its top-level unit
+                if inner is not node and isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    by_name.setdefault(inner.name, []).append(len(units) - 1)
         else:
             glue.append(source)
             # names bound by glue (x = helper(), from m import y) lead to what it mentions

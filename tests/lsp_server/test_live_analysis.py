@@ -90,6 +90,10 @@ def test_the_call_graph_follows_callers_and_is_conservative_with_dynamic_lookups
     assert edited.fingerprint(root_line) == graph.fingerprint(root_line)   # root does not
     glue = module_graph(MODULE.replace("LIMIT = 10", "LIMIT = 11"))
     assert glue.fingerprint(root_line) != graph.fingerprint(root_line)     # module-level code reaches all
+    methods = "class Box:\n    def size(self):\n        return 1\n\n\ndef measure(box):\n    return box.size()\n"
+    m1, m2 = module_graph(methods), module_graph(methods.replace("return 1", "return 2"))
+    assert m1.fingerprint(5) != m2.fingerprint(5)                    # box.size() reaches Box through its method
+    assert m1.fingerprint(5, ["size"]) != m2.fingerprint(5, ["size"])
     dynamic = "def pick(name):\n    return globals()[name]\n\n" + MODULE
     d1, d2 = module_graph(dynamic), module_graph(dynamic.replace("return 2 * x", "return x + x"))
     assert d1.fingerprint(0) != d2.fingerprint(0)                    # globals(): depends on everything
