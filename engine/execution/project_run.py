@@ -221,7 +221,7 @@ class _Context:
                     run.collect_errors = _collect_errors(outcome.details)
                 done = {t.nodeid for t in got}
                 rest = [n for n in ids if n not in done]
-                if rest and outcome.details.get("interrupted") and kind == "select":
+                if rest and outcome.details.get("interrupted"):
                     left.append((kind, rest))
             shares = left
         return tests

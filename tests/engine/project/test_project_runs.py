@@ -248,3 +248,32 @@ async def test_the_fixture_project_in_egcfg_serve(tmp_path):
         assert any("test_area" in d.message or "doctest" in d.message or "shapes.core.area" in d.message for d in errors), errors
     finally:
         await stop(client, drainer)
+
+
+def test_named_tests_after_an_interrupted_one_still_run(tmp_path):
+    module = make_slow_project(tmp_path)
+    (tmp_path / "tests" / "test_waits.py").write_text(textwrap.dedent("""\
+        import unittest
+
+        from pkg.waits import wait
+
+        class Loop(unittest.TestCase):
+            def test_many_subtests(self):
+                for i in range(200):
+                    with self.subTest(i=i):
+                        wait(0.1)
+
+        def test_after():
+            assert wait(0) == 0
+        """))
+    saved = project_run.SLOW_RETRY_SECONDS
+    project_run.SLOW_RETRY_SECONDS = 1.5
+    try:
+        with Executor(workers=1, limits=Limits(test_seconds=1.0), project_root=str(tmp_path)) as pool:
+            run = project_run.run_module(pool, str(module), module.read_text(), str(tmp_path),
+                                         [str(tmp_path / "tests" / "test_waits.py")], slow=project_run.SlowTests(),
+                                         nodeids=["tests/test_waits.py::Loop::test_many_subtests",
+                                                  "tests/test_waits.py::test_after"])
+    finally:
+        project_run.SLOW_RETRY_SECONDS = saved
+    assert {t.name: t.outcome for t in run.tests} == {"Loop::test_many_subtests": "timeout", "test_after": "pass"}
