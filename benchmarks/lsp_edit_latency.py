@@ -9,8 +9,9 @@ The module comes from more-itertools' source distribution, fetched with
 --sdist is given; nothing of it is committed.
 
 The server runs the module's tests the way the project does: with pytest when the project's
-interpreter has it (egcfg's .venv does, so that is what this measures: one session learns whose
-tests are whose, then edits rerun tests by node id), else with egcfg's own reading of the tests.
+interpreter has it (egcfg's .venv does, so that is what this measures by default: one session
+learns whose tests are whose, then edits rerun tests by node id), else with egcfg's own reading of
+the tests (`--python /usr/bin/python3`, an interpreter without pytest, measures that path).
 
 Figures (seconds, from the client's side):
 - open_first_values_s: didOpen -> the first publishDiagnostics carrying a value;
@@ -75,11 +76,13 @@ def values_on(published, first: int, last: int) -> bool:
                for d in published.diagnostics)
 
 
-async def one_round(root: Path, module: Path, function: str) -> dict:
+async def one_round(root: Path, module: Path, function: str, python: str = "") -> dict:
     text = module.read_text()
     def_line, edit_line, end_line = function_lines(text, function)
-    client, rec, drainer = await start(root, {"model": str(root / "no-model"), "debounceMs": 300,
-                                              "testSeconds": 10}, scripted=False)
+    options = {"model": str(root / "no-model"), "debounceMs": 300, "testSeconds": 10}
+    if python:
+        options["python"] = python
+    client, rec, drainer = await start(root, options, scripted=False)
     try:
         await rec.wait_for(lambda: any(s["state"] == "error" for s in rec.status), what="no model")
         opened = time.monotonic()
@@ -125,15 +128,17 @@ async def main() -> None:
     parser.add_argument("--sdist", type=Path, help="more-itertools source distribution (default: fetched)")
     parser.add_argument("--function", default="tail", help="the function whose line is edited")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--python", default="", help="the project's interpreter (one without pytest: egcfg's own test reading)")
     args = parser.parse_args()
     sdist = args.sdist or fetch_sdist()
     rounds = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="egcfg-edit-bench-") as scratch:
             root = unpack(sdist, Path(scratch))
-            rounds.append(await one_round(root, root / "more_itertools" / "recipes.py", args.function))
+            rounds.append(await one_round(root, root / "more_itertools" / "recipes.py", args.function, args.python))
     figures = {key: statistics.median(r[key] for r in rounds) for key in rounds[0] if key.endswith("_s")}
     print(json.dumps({"module": f"{sdist.name}:more_itertools/recipes.py", "edited_function": args.function,
+                      "python": args.python or "(the server's choice)",
                       "module_lines": rounds[0]["module_lines"], "tests": rounds[0]["tests"],
                       "median": figures, "rounds": rounds, "cpus": __import__("os").cpu_count()}, indent=1))
 
