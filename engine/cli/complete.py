@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512, help="token cap for the function body")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per-test limit in the sandbox")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--compile", action="store_true",
+                        help="run guided steps through a torch.compile'd step (CUDA graphs on a GPU; 4-bit stays eager)")
     parser.add_argument("--python", metavar="PATH", default="",
                         help="the project's interpreter for the tests (default: a .venv/venv at the project root, else egcfg's)")
 
@@ -165,7 +167,8 @@ def main(args: argparse.Namespace) -> int:
             project=layout.to_dict(),
         )
         final = None
-        for event in run_completion(model, executor, task, preset=args.preset, gammas=args.gamma, max_new_tokens=args.max_new_tokens):
+        for event in run_completion(model, executor, task, preset=args.preset, gammas=args.gamma, max_new_tokens=args.max_new_tokens,
+                                    compile=args.compile):
             if isinstance(event, CandidatesRun):
                 view.status(f"{event.agent}: line {event.line_no}: ran {len(event.candidates)} candidate(s)")
             elif isinstance(event, LineCommitted):
