@@ -59,7 +59,8 @@ class EngineBackend:
                 python = interpreter.select(project_root, settings.python)
                 limits = Limits(test_seconds=settings.test_seconds, memory_mb=settings.memory_mb,
                                 job_seconds=max(60.0, settings.test_seconds * 4), max_processes=project_run.PROCESSES)
-                self._executor = Executor(limits=limits, project_root=project_root, python=python)
+                self._executor = Executor(limits=limits, project_root=project_root, python=python,
+                                          isolation=settings.sandbox)
                 self._executor.chosen_interpreter = python
                 self._executor_key = key
             return self._executor
