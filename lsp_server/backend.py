@@ -65,6 +65,10 @@ class EngineBackend:
                 self._executor_key = key
             return self._executor
 
+    def isolation(self, settings: Settings, project_root: str | None) -> str:
+        """The sandbox level the tests run under (bubblewrap | landlock | limits)."""
+        return self.executor(settings, project_root).isolation
+
     def interpreter(self, settings: Settings, project_root: str | None):
         """The interpreter the tests run with (engine.execution.interpreter.Interpreter)."""
         return self.executor(settings, project_root).chosen_interpreter

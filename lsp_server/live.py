@@ -112,6 +112,9 @@ class LiveTests:
             if path and hasattr(server.backend, "run_project"):  # the project's own pytest runs the module's tests
                 if await self.run_project_tests(uri, version, text, path, quiet, caches):
                     return
+            if hasattr(server.backend, "isolation"):  # the status shows the level (a warning when it is limits)
+                isolation = await loop.run_in_executor(server.test_pool, server.backend.isolation, settings, root)
+                server.status = server.status.update(isolation=isolation)
             current = await loop.run_in_executor(server.test_pool, plan, text, version, path, root, settings, read, caches)
             if isinstance(current, Analysis):  # a syntax error
                 if not quiet and self.still(uri, version):
@@ -146,7 +149,8 @@ class LiveTests:
         server, loop = self.server, asyncio.get_running_loop()
         settings, root, read, backend, pool = server.settings, server.root, server.read, server.backend, server.test_pool
         python = await loop.run_in_executor(pool, backend.interpreter, settings, root)
-        server.status = server.status.update(interpreter=python.describe())
+        isolation = await loop.run_in_executor(pool, backend.isolation, settings, root)
+        server.status = server.status.update(interpreter=python.describe(), isolation=isolation)
 
         def run_project(files, nodeids):
             return backend.run_project(settings, root, path, text, files, nodeids=nodeids)

@@ -22,6 +22,7 @@ class Status:
     passed: int = 0            # running: tests the best candidate passes
     total: int = 0             # running: tests in use
     interpreter: str = ""      # the Python that runs the project's tests ("Python 3.12.1 at ... (...)")
+    isolation: str = ""        # the sandbox level running them: bubblewrap | landlock | limits (no isolation)
 
     def update(self, **changes) -> "Status":
         if "state" in changes and changes["state"] not in STATES:

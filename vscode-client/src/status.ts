@@ -13,6 +13,7 @@ export interface ServerStatus {
   line?: number | null;
   passed?: number | null;
   total?: number | null;
+  isolation?: string | null; // bubblewrap | landlock | limits (limits: the user opted out of the sandbox)
 }
 
 export interface StatusView {
@@ -51,7 +52,22 @@ function percent(progress: number | null | undefined): string {
   return ` ${Math.max(0, Math.min(100, Math.round(progress)))}%`;
 }
 
+/** Tests run without a sandbox only when the user asked for it (`egcfg.sandbox: "limits"`); the
+ * status bar says so in every state, as a warning. */
 export function statusView(status: ServerStatus): StatusView {
+  const view = baseStatusView(status);
+  if (status.isolation !== "limits" || view.severity === "error") {
+    return view;
+  }
+  return {
+    ...view,
+    text: `${view.text} $(unlock) no sandbox`,
+    tooltip: `${view.tooltip}\nTests and candidates run WITHOUT a sandbox (egcfg.sandbox is "limits"): only resource limits apply.`,
+    severity: "warning",
+  };
+}
+
+function baseStatusView(status: ServerStatus): StatusView {
   const message = status.message ? String(status.message) : "";
   switch (status.state) {
     case "loading":

@@ -26,6 +26,21 @@ describe("statusView", () => {
     assert.equal(statusView({ state: "running", line: 1, total: 0 }).text, "$(loading~spin) EG-CFG running: line 1");
   });
 
+  it("warns in every state when tests run without a sandbox (limits), and only then", () => {
+    for (const state of ["ready", "running", "loading", "idle"]) {
+      const view = statusView({ state, model: "m", isolation: "limits" });
+      assert.match(view.text, /no sandbox$/);
+      assert.equal(view.severity, "warning");
+      assert.match(view.tooltip, /WITHOUT a sandbox/);
+    }
+    for (const isolation of ["bubblewrap", "landlock", undefined]) {
+      const view = statusView({ state: "ready", model: "m", isolation });
+      assert.doesNotMatch(view.text, /no sandbox/);
+      assert.equal(view.severity, "normal");
+    }
+    assert.equal(statusView({ state: "error", message: "x", isolation: "limits" }).severity, "error");
+  });
+
   it("marks errors and points at the log", () => {
     const view = statusView({ state: "error", message: "CUDA out of memory." });
     assert.equal(view.text, "$(error) EG-CFG error");

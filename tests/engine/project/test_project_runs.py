@@ -231,6 +231,7 @@ async def test_the_fixture_project_in_egcfg_serve(tmp_path):
         passed, total = status["message"].split()[1].split("/")
         assert passed == total and int(total) >= 15, status
         assert status["interpreter"].startswith("Python ")
+        assert status["isolation"] in ("bubblewrap", "landlock")  # the level running them, for the status bar
         published = rec.latest_diagnostics(uri)
         assert published is None or not [d for d in published.diagnostics if d.severity in (1, 2)]
         # the editor's unsaved text replaces the file: a broken area() shows as errors in area()
