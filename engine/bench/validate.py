@@ -136,8 +136,11 @@ def machine_slowdown(samples: int = 5) -> float:
 
 def _worth_rechecking(result) -> bool:
     """Outcomes that say more about the machine than about the test."""
+    # "exited without a result": about 1 run in 8,000 of a full MBPP-ET pass under load, cause not yet
+    # found (never reproduced alone); a reference that really exits early fails its recheck too.
     return result.outcome == "timeout" or (
-        result.outcome == "error" and result.message.startswith(("the sandbox worker", "executor failure"))
+        result.outcome == "error"
+        and result.message.startswith(("the sandbox worker", "executor failure", "exited without a result"))
     )
 
 
@@ -226,7 +229,8 @@ def format_report(report: dict) -> str:
         + (f" (machine {report['slowdown']:g}x slower than idle)" if (report.get("slowdown") or 1) > 1.05 else ""),
     ]
     if report.get("rechecked"):
-        lines.append(f"timed-out tests run again alone: {report['rechecked']}, passed then: {report['recovered_on_recheck']}")
+        lines.append(f"timed-out or resultless tests run again alone: {report['rechecked']}, "
+                     f"passed then: {report['recovered_on_recheck']}")
     if report["tasks_without_tests"]:
         lines.append(f"tasks without such tests: {len(report['tasks_without_tests'])}")
     if report["broken_tests"]:

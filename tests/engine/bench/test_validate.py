@@ -81,6 +81,16 @@ def test_timeouts_are_run_again_and_the_second_verdict_counts():
     assert unchecked["rechecked"] == 0 and unchecked["broken_tests"][0]["outcome"] == "timeout"
 
 
+def test_a_reference_that_really_exits_without_a_result_fails_its_recheck_too(executor):
+    """Resultless runs are rechecked (a rare flake under load), but a reference that os._exit()s
+    stays failing: the recheck only recovers what passes when run again."""
+    exits = Task(task_id="8", prompt="", entry_point="f", reference="import os\ndef f():\n    os._exit(0)\n",
+                 tests=["assert f() == 1"], eval_tests=[])
+    report = validate([exits], executor, split="public", trace=False, recheck=executor.map)
+    assert (report["tests_passing"], report["rechecked"], report["recovered_on_recheck"]) == (0, 1, 0)
+    assert report["broken_tests"][0]["message"].startswith("exited without a result")
+
+
 def test_validate_et_split_reports_syntax_errors_and_wrong_expectations(executor):
     report = run_validate(load_tasks("mbpp-et", FIXTURES), executor, "et", trace=False)
     assert report["tests"] == 6 and report["tests_passing"] == 4
