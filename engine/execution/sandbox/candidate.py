@@ -221,12 +221,16 @@ def run_sealed(kit: tuple) -> None:
 
 
 def _prepare_fds(out_w: int, res_w: int) -> None:
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.dup2(res_w, 3)
+    # Close everything else BEFORE opening /dev/null: T may be born with a full descriptor table
+    # (seen as EMFILE here about once in 8,000 runs), and needs only 0-3.
     os.closerange(4, 1 << 16)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    if devnull != 0:
+        os.dup2(devnull, 0)
+        os.close(devnull)
     sys.stdin = open(0, "r", closefd=False)
     try:  # line-buffered: what was printed before a crash or os._exit still shows up
         sys.stdout.reconfigure(line_buffering=True)

@@ -77,6 +77,11 @@ def supervise(task: dict, config: dict, namespace: str, tracer_class, direct: bo
     if pid == 0:  # T
         try:
             candidate.child(task, config, out_w, res_w, nonce, tracer_class)
+        except BaseException as error:  # noqa: BLE001 - the harness failed before a result: say what, on stderr
+            try:
+                os.write(out_w, f"egcfg sandbox harness: {type(error).__name__}: {error}\n".encode()[:500])
+            except BaseException:  # noqa: BLE001
+                pass
         finally:
             exit_now(71)
     os.close(out_w)
