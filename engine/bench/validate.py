@@ -136,8 +136,8 @@ def machine_slowdown(samples: int = 5) -> float:
 
 def _worth_rechecking(result) -> bool:
     """Outcomes that say more about the machine than about the test."""
-    # "exited without a result": about 1 run in 8,000 of a full MBPP-ET pass under load, cause not yet
-    # found (never reproduced alone); a reference that really exits early fails its recheck too.
+    # "exited without a result" says nothing about the reference when it does not repeat (an EMFILE in
+    # the test process's set-up once caused it); a reference that really exits fails its recheck too.
     return result.outcome == "timeout" or (
         result.outcome == "error"
         and result.message.startswith(("the sandbox worker", "executor failure", "exited without a result"))
