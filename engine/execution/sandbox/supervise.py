@@ -91,10 +91,14 @@ def supervise(task: dict, config: dict, namespace: str, tracer_class, direct: bo
         os.close(res_r)
         return {"status": "crash", "detail": "could not start the test process", "seconds": 0.0, "output": ""}
     watch = Watch(pid, out_r, res_r, nonce, limits)
-    status = watch.run(start + timeout, soft=bool(task.get("trace")) and tracer_class is not None)
-    seconds = monotonic() - start
-    watch.drain_output()
-    exit_status = watch.kill(orphans=namespace == "none")
+    try:
+        status = watch.run(start + timeout, soft=bool(task.get("trace")) and tracer_class is not None)
+        seconds = monotonic() - start
+        watch.drain_output()
+        exit_status = watch.kill(orphans=namespace == "none")
+    finally:  # the worker supervises T itself (direct): a pipe left open here leaks into every later T
+        os.close(out_r)
+        os.close(res_r)
     report = {"status": status, "seconds": round(seconds, 6), "output": watch.output_text(),
               "output_bytes": watch.total_output, "signal": None, "exit_code": None}
     if exit_status is not None:

@@ -279,3 +279,41 @@ def test_folders_under_tmp_that_the_worker_needs_are_bound_into_the_sandbox(tmp_
     args = isolation.bwrap_args(["/opt/x", str(checkout)], "/tmp")
     tmpfs = args.index("/tmp", args.index("/dev/shm") + 1)
     assert args[tmpfs - 1] == "--tmpfs" and args.index(str(checkout)) > tmpfs and args.index("/opt/x") < tmpfs
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as handle:
+                children = [int(p) for p in handle.read().split()]
+        except OSError:
+            continue
+        found += children
+        queue += children
+    return found
+
+
+@pytest.mark.parametrize("level", ["auto", "limits"])
+def test_the_worker_does_not_leak_descriptors(level):
+    # A pipe per test left open in the worker once filled its table (EMFILE in test processes,
+    # and a fork that grew slower with every test).
+    with Executor(workers=1, limits=LIMITS, isolation=level) as ex:
+        def worker_fds() -> int:
+            counts = []
+            root = ex._pool.slots[0].process.pid
+            for pid in [root] + _descendants(root):
+                try:
+                    if b"worker.py" in open(f"/proc/{pid}/cmdline", "rb").read():
+                        counts.append(len(os.listdir(f"/proc/{pid}/fd")))
+                except OSError:
+                    continue
+            assert counts, "no worker process found"
+            return max(counts)
+
+        run_one(ex, "assert f(1) == 2")
+        before = worker_fds()
+        results = ex.run(Job(PROGRAM, tuple(f"assert f({i}) == {i + 1}" for i in range(60))))
+        assert results.all_passed
+        assert worker_fds() <= before + 2
