@@ -23,7 +23,8 @@ _function_type = type(lambda: None)
 
 _LEAF_CACHE: dict = {}
 _PREPARED: list = []  # [(confine.Prepared, encode.sealed_parts(), builtins items)]
-_PACKAGE_MODULES: list = [0, ()]  # [len(sys.modules) when listed, names of this package's modules]
+_PACKAGE_MODULES: list = [0, (), ()]  # [len(sys.modules) when listed, names taken out, the modules]
+_STDIO: list = [False]  # fd 0 of the worker is /dev/null
 
 
 def prepare(config: dict) -> None:
@@ -33,9 +34,30 @@ def prepare(config: dict) -> None:
     a page per module)."""
     if not _PREPARED:
         _PREPARED.append((confine.Prepared(config), encode.sealed_parts(), tuple(PRISTINE_BUILTINS.items())))
+        # Once here rather than in every T (each costs T copied pages): fd 0 is the worker's
+        # /dev/null already, and stdout flushes by line (what was printed before a crash shows up).
+        _STDIO[0] = _is_devnull(0)
+        try:
+            sys.stdout.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+    _unlist_package()
+
+
+def _unlist_package() -> None:
+    """This package's modules out of sys.modules (kept alive here), in the worker, so that T
+    starts without them; T checks again in case something was imported since."""
     if _PACKAGE_MODULES[0] != len(sys.modules):
         names = tuple(name for name in sys.modules if name == PACKAGE or name.startswith(PACKAGE + "."))
-        _PACKAGE_MODULES[:] = [len(sys.modules), names]
+        _PACKAGE_MODULES[2] += tuple(sys.modules.pop(name) for name in names)
+        _PACKAGE_MODULES[:2] = [len(sys.modules), names]
+
+
+def _is_devnull(fd: int) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+    except OSError:
+        return False
 
 
 def cached_leaves(task: dict):
@@ -112,8 +134,7 @@ def _seal(task: dict, tracer_class, nonce: bytes) -> tuple:
            _PREPARED[0][2], _PREPARED[0][1], sys.stdout, sys.stderr, loader,
            (compile, exec, eval, dict, type, tuple, Exception, _function_type, dumps, write, exit_now,
             settrace, setrecursionlimit, compile_leaf, TimeLimitExceeded, len, RESULT_MAGIC, RESULT_FD, BaseException))
-    for name in _PACKAGE_MODULES[1]:
-        sys.modules.pop(name, None)
+    _unlist_package()
     sys.modules["candidate"] = sys.modules["__main__"] = module
     gc.freeze()  # everything made so far leaves the collector's lists (gc.get_objects/get_referrers)
     return kit
@@ -227,6 +248,8 @@ def _prepare_fds(out_w: int, res_w: int) -> None:
     # Close everything else BEFORE opening /dev/null: T may be born with a full descriptor table
     # (seen as EMFILE here about once in 8,000 runs), and needs only 0-3.
     os.closerange(4, 1 << 16)
+    if _STDIO[0]:  # stdin is the worker's /dev/null, and sys.stdout was set up in prepare()
+        return
     devnull = os.open(os.devnull, os.O_RDONLY)
     if devnull != 0:
         os.dup2(devnull, 0)
