@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from engine.generation.decode import (FENCE, Decoding, Step, _check_cancel, code_text, leaves_function,
+from engine.generation.decode import (FENCE, Decoding, Step, _check_cancel, code_text, leaves_function, unconditional,
                                       run_steps)
 from engine.generation.kv import KV, merge_rows
 
@@ -84,7 +84,7 @@ def refill(dec: Decoding, pool: Pool, rows: int, seed: int, room: int) -> None:
     rows are branched from the unconditional cache; all of them in one cache."""
     kept = pool.rows[:rows]
     fresh = [new_row(pool, seed, dec.model.device) for _ in range(rows - len(kept))]
-    uncond = dec.uncond
+    uncond = unconditional(dec)
     parts = [(pool.kv, row.slot_row, row.filled, row.position) for row in kept]
     for row in fresh:
         row.filled, row.position = uncond.length, int(uncond.positions[0])

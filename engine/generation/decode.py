@@ -102,11 +102,27 @@ def _attention_mask(model, kv: KV, length: int, k: int) -> torch.Tensor | None:
 
 
 
+# Prompts are prefilled in chunks of at most this many tokens: one forward over thousands of tokens
+# holds activations for all of them at once (the MLP's [tokens, intermediate] tensors are the
+# largest: about 400 MB for a 7B shape at 3,600 tokens), while a chunk of 1,024 keeps a GPU busy.
+PREFILL_CHUNK = 1024
+
+
+def feed(model, kv: KV, ids: Sequence[int], chunk: int | None = None) -> None:
+    """Feed the tokens `ids` into the next slots of every row of `kv` (a prefill), `chunk` tokens
+    per forward (default PREFILL_CHUNK). Each chunk attends the slots before it, as one forward
+    over all of them would: the keys, values and the last logits are the same."""
+    ids = list(ids)
+    chunk = chunk or PREFILL_CHUNK
+    for begin in range(0, len(ids), chunk):
+        part = torch.tensor([ids[begin : begin + chunk]] * kv.rows, device=kv.positions.device)
+        forward(model, kv, part)
+
+
 def prefill(model, ids: Sequence[int], room: int = 0) -> KV:
     """A 1-row KV holding `ids` (nothing pending: the caller decides what comes next)."""
     kv = empty_kv(model, 1, len(ids) + room)
-    if ids:
-        forward(model, kv, torch.tensor([list(ids)], device=model.device))
+    feed(model, kv, ids)
     return kv
 
 
@@ -243,7 +259,8 @@ class Decoding:
     def_indent: int
     stop_ids: frozenset[int]
     max_new_tokens: int
-    uncond: KV                # p_sol + code, everything but the pending token
+    uncond: KV | None         # p_sol + code, everything but the pending token (None while a
+                              # guided pair holds it as row 0: read it through `unconditional`)
     head: KV | None = None    # KV of prompt_ids[:head_len] (kept for the conditional refreshes)
     guided: KV | None = None  # the KV the current line is decoded with
     signal_len: int = 0       # signal tokens in `guided`'s conditional row
@@ -298,22 +315,32 @@ def prefill_head(model, prompt_ids: Sequence[int], head_len: int) -> KV:
 def start(model, tokenizer, prompt_ids: Sequence[int], head_len: int, *, gamma: float, def_indent: int,
           max_new_tokens: int = 512, stop_ids: frozenset[int] | None = None,
           cancel: Callable[[], bool] | None = None, head: KV | None = None, compile: bool = False) -> Decoding:
-    """Prefill the prompt (everything but its last token, which is pending). The head before
-    i_dyn is prefilled once and kept when the conditional stream will be needed (gamma != 0);
-    pass `head` (from `prefill_head`) to share it between agents with the same prompt. `compile`:
+    """Prefill the prompt (everything but its last token, which is pending), in chunks of at
+    most PREFILL_CHUNK tokens. The head before i_dyn is prefilled first; it is kept apart only
+    when it is shared (pass `head`, from `prefill_head`, for agents with the same prompt) or gamma
+    is 1 (the conditional row is branched from it every line); otherwise the pairs copy it from
+    the unconditional row, and one cache holds it. `compile`:
     the one-token guided steps run through a torch.compile'd step (engine.generation.compiled)
     where the model allows it (not for bitsandbytes 4-bit layers)."""
     prompt_ids = list(prompt_ids)
     if len(prompt_ids) < 2:
         raise ValueError("the prompt needs at least two tokens")
     head_len = max(1, min(head_len, len(prompt_ids) - 1))
-    if gamma != 0 or head is not None:
+    room = max_new_tokens + 64
+    if gamma == 0 and head is None:
+        uncond = prefill(model, prompt_ids[:-1], room=room)
+    elif head is not None or gamma == 1:
+        # a head shared between agents, or one gamma 1 branches its conditional row from every
+        # line: kept, and copied into the unconditional row
         head = head if head is not None else prefill_head(model, prompt_ids, head_len)
-        uncond = branch(head, 0, 1, room=len(prompt_ids) + max_new_tokens + 64)
-        if prompt_ids[head_len:-1]:
-            forward(model, uncond, torch.tensor([prompt_ids[head_len:-1]], device=model.device))
+        uncond = branch(head, 0, 1, room=len(prompt_ids) - 1 - head.length + room)
+        feed(model, uncond, prompt_ids[head_len:-1])
     else:
-        uncond = prefill(model, prompt_ids[:-1], room=max_new_tokens + 64)
+        # nobody else needs the head: it is prefilled straight into the unconditional row (the
+        # pairs copy its slots from there), the tail after it, as with a separate head
+        uncond = empty_kv(model, 1, len(prompt_ids) - 1 + room)
+        feed(model, uncond, prompt_ids[:head_len])
+        feed(model, uncond, prompt_ids[head_len:-1])
     anchor = tokenizer.decode([prompt_ids[-1]], skip_special_tokens=False, clean_up_tokenization_spaces=False)
     dec = Decoding(model=model, tokenizer=tokenizer, prompt_ids=prompt_ids, head_len=head_len, gamma=gamma,
                    def_indent=def_indent, stop_ids=stop_ids if stop_ids is not None else stop_token_ids(tokenizer, model),
@@ -342,14 +369,28 @@ def set_signal(dec: Decoding, signal: Sequence[int]) -> None:
         dec.guided = branch(dec.head, 0, 1, room=len(cond_ids) + dec.room)
         target = dec.guided
     else:
-        dec.guided = pair_with_gap(dec.uncond, dec.head_len, len(signal), room=dec.room)
+        # the pair's row 0 is the unconditional row (with the gap): its separate cache is freed
+        # while the pair is built, and `unconditional` rebuilds it from the pair if asked mid-line
+        dec.guided = pair_with_gap(unconditional(dec), dec.head_len, len(signal), room=dec.room, release=True)
+        dec.uncond = None
         target = row_view(dec.guided, 1)   # writes into row 1 of the pair, positions included
         for layer in target.layers:
             layer.length = dec.head_len
             layer._refresh_views()
     if cond_ids:
-        forward(dec.model, target, torch.tensor([cond_ids], device=dec.model.device))
+        feed(dec.model, target, cond_ids)
     dec.signal_len = len(signal)
+
+
+@torch.inference_mode()
+def unconditional(dec: Decoding) -> KV:
+    """The unconditional cache (p_sol + code, all but the pending token). While a guided pair
+    holds it as row 0, it is copied out of the pair (without the tokens of the line so far)."""
+    if dec.uncond is None:
+        kv = drop_gap(dec.guided, dec.head_len, dec.signal_len, room=dec.room)
+        crop(kv, dec.uncond_fed)
+        dec.uncond = kv
+    return dec.uncond
 
 
 @torch.inference_mode()
@@ -362,7 +403,7 @@ def sync_unconditional(dec: Decoding) -> None:
     else:                         # gamma 1: the unconditional row sat the line out; catch up in one forward
         missing = dec.context[dec.uncond_fed : -1]
         if missing:
-            forward(dec.model, dec.uncond, torch.tensor([missing], device=dec.model.device))
+            feed(dec.model, dec.uncond, missing)
     dec.uncond_fed = len(dec.context) - 1
     dec.guided = dec.uncond if dec.gamma == 0 else None
 

@@ -4,7 +4,8 @@ positions and a per-row slot mask (engine/generation/decode.py explains the layo
     SlotLayer / KV       one layer's buffers; the batched cache with mask, positions, shared prefix
     empty_kv, branch     new caches: empty, or rows copied from one row of another
     row_view             a 1-row cache writing into one row of another (no copy)
-    pair_with_gap        the guided pair (unconditional row with a masked gap where the signal goes)
+    pair_with_gap        the guided pair (unconditional row with a masked gap where the signal goes),
+                         optionally freeing the unconditional cache it was copied from, layer by layer
     drop_gap             the unconditional row on its own again
     merge_rows           rows of different lengths from several caches in one cache (gaps masked)
     ensure_room, crop    grow the buffers; forget the last slots
@@ -174,13 +175,19 @@ def row_view(kv: KV, row: int) -> KV:
     return KV(layers, kv.mask[row : row + 1], kv.positions[row : row + 1], gaps=False)
 
 
-def pair_with_gap(uncond: KV, head_len: int, gap: int, room: int) -> KV:
+def pair_with_gap(uncond: KV, head_len: int, gap: int, room: int, release: bool = False) -> KV:
     """Two rows: row 0 = `uncond` with `gap` masked slots after the head, row 1 = the head only
     (its signal + tail + code are prefilled next, through `row_view`). Lengths are aligned:
-    both rows end at uncond.length + gap once row 1 is filled."""
+    both rows end at uncond.length + gap once row 1 is filled. `release`: `uncond` is not used
+    again; each of its layers is freed as soon as it is copied (the peak then holds the pair and
+    one layer of it, not both caches whole)."""
     length = uncond.length + gap
     capacity = length + room
     layers = []
+    mask = uncond.mask.new_zeros(2, capacity)
+    mask[:, :head_len] = True
+    mask[0, head_len + gap : length] = True
+    positions = torch.stack([uncond.positions[0], uncond.positions[0].new_tensor(head_len)])
     for layer in uncond.layers:
         keys = _new_buffers(layer.buffer_keys, 2, capacity)
         values = _new_buffers(layer.buffer_values, 2, capacity)
@@ -189,11 +196,17 @@ def pair_with_gap(uncond: KV, head_len: int, gap: int, room: int) -> KV:
             target[:, :, :head_len] = source[0:1, :, :head_len]
             target[0, :, head_len + gap : length] = source[0, :, head_len:]
         layers.append(SlotLayer(capacity, keys, values, length))
-    mask = uncond.mask.new_zeros(2, capacity)
-    mask[:, :head_len] = True
-    mask[0, head_len + gap : length] = True
-    positions = torch.stack([uncond.positions[0], uncond.positions[0].new_tensor(head_len)])
+        if release:
+            release_layer(layer)
     return KV(layers, mask, positions, gaps=gap > 0, shared=head_len, own_from=(head_len + gap, head_len))
+
+
+def release_layer(layer: SlotLayer) -> None:
+    """Drop a layer's buffers (a cache whose contents were moved elsewhere); using it afterwards
+    is an error, not stale data."""
+    layer.buffer_keys = layer.buffer_values = layer.keys = layer.values = None
+    layer.length, layer.capacity = 0, 0
+    layer.is_initialized = False
 
 
 def drop_gap(pair: KV, head_len: int, gap: int, room: int) -> KV:
