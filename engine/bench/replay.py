@@ -173,7 +173,9 @@ class TimedExecutor:
 # One task, one scheme
 
 def replay_task(loaded, executor, task, scheme: str, agreement: float, preset: str, seed: int,
-                compile: bool = False) -> dict:
+                compile: bool = False, committed: list | None = None) -> dict:
+    """One task under one scheme; its record. `committed` collects (agent, line number, text) of
+    every committed line."""
     import torch
 
     from engine.bench.accuracy import completion_task
@@ -201,6 +203,8 @@ def replay_task(loaded, executor, task, scheme: str, agreement: float, preset: s
                                     seed=zlib.crc32(f"{task.task_id}/{seed}".encode())):
             if isinstance(event, LineCommitted):
                 lines += 1
+                if committed is not None:
+                    committed.append((event.agent, event.line_no, event.text))
                 if first_line is None:
                     first_line = time.perf_counter() - started
             elif isinstance(event, AgentFinished):
@@ -295,6 +299,12 @@ def run(args) -> dict:
     report: dict[str, Any] = {"benchmark": args.benchmark, "tasks": args.tasks, "model": loaded.name,
                               "dtype": loaded.dtype, "quantized": loaded.quantized, "agreement": args.agreement,
                               "preset": args.preset, "compile": args.compile, **device_description(loaded.model)}
+    if args.compile:
+        from engine.generation.compiled import compilable
+
+        report["compiled"], why = compilable(loaded.model)
+        if why:
+            report["compile_note"] = why
     for scheme in schemes:
         report[scheme] = summarise(records[scheme])
     if "paper" in report and "fast" in report:

@@ -321,7 +321,7 @@ def start(model, tokenizer, prompt_ids: Sequence[int], head_len: int, *, gamma: 
     is 1 (the conditional row is branched from it every line); otherwise the pairs copy it from
     the unconditional row, and one cache holds it. `compile`:
     the one-token guided steps run through a torch.compile'd step (engine.generation.compiled)
-    where the model allows it (not for bitsandbytes 4-bit layers)."""
+    where the model allows it (bitsandbytes 4-bit layers only on a GPU; see `compiled.compilable`)."""
     prompt_ids = list(prompt_ids)
     if len(prompt_ids) < 2:
         raise ValueError("the prompt needs at least two tokens")

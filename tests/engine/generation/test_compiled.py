@@ -31,7 +31,7 @@ def test_compiled_guided_decoding_equals_the_naive_reference(structured, tokeniz
     assert dec.stepper is not None and dec.stepper.capacity in compiled.BUCKETS
 
 
-def test_buckets_and_what_stays_eager():
+def test_buckets_and_what_stays_eager(monkeypatch):
     assert compiled.bucket_for(1) == 512 and compiled.bucket_for(513) == 1024 and compiled.bucket_for(5000) == 8192
 
     class FakeLinear4bit(torch.nn.Module):
@@ -39,5 +39,11 @@ def test_buckets_and_what_stays_eager():
 
     FakeLinear4bit.__name__ = "Linear4bit"
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), FakeLinear4bit())
-    assert compiled.compilable(model) == (False, "bitsandbytes 4-bit layers stay eager")
+    ok, why = compiled.compilable(model)                       # on the CPU: eager
+    assert not ok and why.startswith("bitsandbytes 4-bit layers stay eager")
+    model.device = torch.device("cuda")                        # on a GPU: with bitsandbytes 0.50+
+    monkeypatch.setattr(compiled, "_bitsandbytes_version", lambda: (0, 50))
+    assert compiled.compilable(model) == (True, "")
+    monkeypatch.setattr(compiled, "_bitsandbytes_version", lambda: (0, 45))
+    assert not compiled.compilable(model)[0]
     assert compiled.compilable(torch.nn.Sequential(torch.nn.Linear(2, 2)))[0]

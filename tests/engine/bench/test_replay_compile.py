@@ -1,0 +1,46 @@
+"""`egcfg bench replay --compile` (engine/bench/replay.py): the guided steps go through the compiled
+step (inductor on the CPU) and the replay commits the same lines as the eager one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.bench import replay
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_compiled_replay_commits_the_same_lines_as_eager(data_dir, dtype, monkeypatch):
+    from engine.bench.accuracy import load_benchmark
+    from engine.execution.executor import Executor
+    from engine.generation import compiled, decode
+    from engine.generation.random_models import random_model
+
+    steps = []
+    real_step = compiled.CompiledStep.step
+    monkeypatch.setattr(compiled.CompiledStep, "step", lambda self, kv, token: steps.append(kv.rows) or
+                        real_step(self, kv, token))
+    task = load_benchmark("mbpp", str(data_dir), "11", None)[0]
+    loaded = random_model("tiny", device="cpu", dtype=dtype)
+    lines: dict[bool, list] = {False: [], True: []}
+    records = {}
+    with Executor() as executor:
+        for compile_ in (False, True):
+            records[compile_] = replay.replay_task(loaded, executor, task, "fast", 0.5, "editor", 0,
+                                                   compile=compile_, committed=lines[compile_])
+    # per agent, the same lines in the same order (agents interleave differently: a compiled step
+    # runs in place, not batched with the other agents' steps)
+    assert lines[False] and sorted(lines[True]) == sorted(lines[False])
+    for agent in {line[0] for line in lines[False]}:
+        assert [line for line in lines[True] if line[0] == agent] == [line for line in lines[False] if line[0] == agent]
+    assert records[True]["agents"] == records[False]["agents"] == ["complete"] * 3
+    assert steps and set(steps) <= {1, 2}          # the compiled step ran (guided pairs, gamma-0 rows)
+    assert decode.stop_token_ids(loaded.tokenizer, loaded.model)   # the task ran with real stop tokens
