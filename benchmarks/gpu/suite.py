@@ -10,8 +10,16 @@ Parts (random weights in the published shapes, engine.generation.random_models):
                                (with whether the compiled tokens equal the eager ones);
                                peak GPU memory of guided decoding at a 4k context against
                                weights + KV (2 rows x 4,096 slots)
+    mem:<config>:<precision>   the shape part's memory figures alone, with the peak and what stays
+                               allocated after each phase (start, set_signal, steps)
+    rows:<config>              one forward at 1, 2, 3, 4 rows (the shape cut to 4 layers, no cache),
+                               eager and compiled, NF4 and bf16, and which bitsandbytes path each
+                               NF4 forward took (benchmarks/gpu/nf4_rows.py)
     replay:<config>:<precision> bench replay on MBPP tasks, fast against paper (tasks one by one,
                                the summary rewritten after each)
+    replay:<config>:<precision>:compile
+                               the fast scheme with compiled guided steps, after an uncounted
+                               warm-up task that compiles them
 
     python3 benchmarks/gpu/suite.py [--budget 450] [--out FILE] [--data DIR] [--dry-run]
 
@@ -35,17 +43,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-# (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s).
+# (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s). The
+# first run (benchmarks/results/gpu-nvidia-h100-80gb-hbm3-20261126-*.json) measured the shapes'
+# latencies and tokens/s; this plan answers what it left open: the 2-row NF4 step (rows), a
+# replay with compiled steps, and peak memory after the decode loop stopped holding extra caches
+# (mem). The first run's parts stay available through --parts (e.g. shape:qwen2.5-coder-7b:nf4=110).
 PLAN = [
     ("env", 20),
-    ("shape:qwen2.5-coder-7b:nf4", 110),
-    ("shape:qwen2.5-coder-1.5b:nf4", 60),
-    ("replay:qwen2.5-coder-1.5b:nf4", 100),
-    ("shape:qwen2.5-coder-7b:bf16", 70),
-    ("shape:qwen2.5-coder-1.5b:bf16", 50),
-    ("shape:deepseek-coder-6.7b:nf4", 40),
+    ("mem:qwen2.5-coder-7b:nf4", 25),
+    ("mem:deepseek-coder-6.7b:nf4", 30),
+    ("mem:qwen2.5-coder-1.5b:nf4", 20),
+    ("mem:qwen2.5-coder-7b:bf16", 20),
+    ("mem:qwen2.5-coder-1.5b:bf16", 20),
+    ("rows:qwen2.5-coder-7b", 90),
+    ("replay:qwen2.5-coder-1.5b:nf4:compile", 175),
 ]
-DRY_PLAN = [("env", 60), ("shape:tiny:bf16", 400), ("shape:tiny:nf4", 300), ("replay:tiny:bf16", 300)]
+KINDS = ("shape", "mem", "rows", "replay")
+DRY_PLAN = [("env", 60), ("shape:tiny:bf16", 400), ("shape:tiny:nf4", 300), ("mem:tiny:bf16", 120),
+            ("rows:tiny", 300), ("replay:tiny:bf16", 300), ("replay:tiny:fp32:compile", 300)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,8 +111,9 @@ def parse_parts(text: str) -> list[tuple[str, float]]:
     plan = [("env", 20.0)]
     for item in filter(None, (piece.strip() for piece in text.split(","))):
         part, _, seconds = item.partition("=")
-        if part.split(":")[0] not in ("shape", "replay") or not seconds:
-            raise SystemExit(f"--parts: expected shape:CONFIG:PRECISION=SECONDS or replay:...=SECONDS, got {item!r}")
+        if part.split(":")[0] not in KINDS or not seconds:
+            raise SystemExit(f"--parts: expected KIND:CONFIG[:PRECISION[:compile]]=SECONDS with KIND one of "
+                             f"{', '.join(KINDS)}, got {item!r}")
         plan.append((part, float(seconds)))
     return plan
 
@@ -157,8 +173,14 @@ def run_part(part: str, out: Path, args) -> int:
         save(**environment())
     elif kind == "shape":
         measure_shape(rest[0], rest[1], args.dry_run, save)
+    elif kind == "mem":
+        measure_memory_only(rest[0], rest[1], args.dry_run, save)
+    elif kind == "rows":
+        from nf4_rows import measure_rows   # benchmarks/gpu/nf4_rows.py
+
+        measure_rows(rest[0], args.dry_run, save)
     elif kind == "replay":
-        measure_replay(rest[0], rest[1], args.data, args.dry_run, save)
+        measure_replay(rest[0], rest[1], args.data, args.dry_run, save, compile=rest[2:] == ["compile"])
     else:
         raise SystemExit(f"unknown part {part}")
     return 0
@@ -190,8 +212,8 @@ def _load(config: str, precision: str, dry_run: bool):
 
     device = "cpu" if dry_run else "cuda"
     quantization = "4bit" if precision == "nf4" else "none"
-    return random_model(config, device=device, dtype="bf16", quantization=quantization,
-                        layers=None)
+    return random_model(config, device=device, dtype="fp32" if precision == "fp32" else "bf16",
+                        quantization=quantization, layers=None)
 
 
 def _sync():
@@ -282,26 +304,8 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
             eager[name] = tokens_and_ms(gamma, eager_step(gamma, margins[name]))
             save(**{f"{name}_eager_ms_per_token": round(eager[name][1], 3),
                     f"{name}_eager_tokens_per_s": round(1000 / eager[name][1], 1)})
-        # peak memory of guided decoding at a 4k context against weights + KV
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        long_prompt, long_i_dyn, long_signal = build_inputs(tokenizer, 96 if dry_run else 3600, 24 if dry_run else 400)
-        dec = decode.start(model, tokenizer, long_prompt, long_i_dyn, gamma=3.0, def_indent=-1, max_new_tokens=64,
-                           stop_ids=frozenset())
-        decode.set_signal(dec, long_signal)
-        token = dec.pending
-        for _ in range(8):
-            token = decode.decode_one_token(model, dec.guided, token, 3.0)
-        text = model.config.get_text_config()
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        kv_mb = 2 * 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4096 * 2 / 2**20
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-        save(kv_4k_two_rows_mb=round(kv_mb), context_4k_tokens=dec.guided.length,
-             peak_gpu_mb=round(peak_mb) if peak_mb else None,
-             peak_over_weights_plus_kv=round(peak_mb / (weights_mb + kv_mb), 3) if peak_mb else None)
-        del dec
+        del step, kv, ids   # the last latency cache (6 rows x 2,064 slots) would count in the peak
+        measure_memory(model, tokenizer, weights_mb, cuda, dry_run, save)
 
         # compiled last: a compile that overruns the time box loses only its own figures
         for name, gamma, rows in (("guided", 3.0, 2), ("greedy", 0.0, 1)):
@@ -325,19 +329,113 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
             torch.compiler.reset() if hasattr(torch, "compiler") else None
 
 
-def measure_replay(config: str, precision: str, data: str, dry_run: bool, save) -> None:
+def measure_memory(model, tokenizer, weights_mb: float, cuda: bool, dry_run: bool, save) -> None:
+    """Peak memory of guided decoding at a 4k context (3,600-token prompt, 400-token signal, 8
+    guided steps) against weights + KV (2 rows x 4,096 slots), with the peak and what stays
+    allocated after each phase: `start` (prefills), `set_signal` (the pair and the conditional
+    prefill), `steps`. On the CPU (--dry-run) the allocator's own count, relative to the start."""
+    import torch
+
+    from engine.bench.speed import build_inputs
+    from engine.generation import decode
+
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    long_prompt, long_i_dyn, long_signal = build_inputs(tokenizer, 96 if dry_run else 3600, 24 if dry_run else 400)
+    state: dict = {}
+
+    def start():
+        state["dec"] = decode.start(model, tokenizer, long_prompt, long_i_dyn, gamma=3.0, def_indent=-1,
+                                    max_new_tokens=64, stop_ids=frozenset())
+
+    def signal():
+        decode.set_signal(state["dec"], long_signal)
+
+    def steps():
+        token = state["dec"].pending
+        for _ in range(8):
+            token = decode.decode_one_token(model, state["dec"].guided, token, 3.0)
+
+    phases, peak_mb = {}, 0.0
+    trace = _cpu_allocator_trace() if not cuda else None
+    live = 0.0
+    with torch.inference_mode():
+        for name, function in (("start", start), ("set_signal", signal), ("steps", steps)):
+            if cuda:
+                _sync()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated() / 2**20
+                function()
+                _sync()
+                phase = {"allocated_before_mb": round(before), "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20),
+                         "allocated_after_mb": round(torch.cuda.memory_allocated() / 2**20)}
+            else:
+                _, totals = trace(function)
+                phase = {"allocated_before_mb": round(live, 2),
+                         "peak_mb": round(live + max((t for _, t in totals), default=0) / 2**20, 2),
+                         "allocated_after_mb": round(live + (totals[-1][1] if totals else 0) / 2**20, 2)}
+                live = phase["allocated_after_mb"]
+            phases[name] = phase
+            peak_mb = max(peak_mb, phase["peak_mb"])
+    dec = state.pop("dec")
+    text = model.config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    element = 2 if model.dtype in (torch.bfloat16, torch.float16) else 4
+    kv_mb = 2 * 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4096 * element / 2**20
+    if not cuda:   # the CPU count starts at 0 with the weights already there
+        peak_mb += weights_mb
+    save(kv_4k_two_rows_mb=round(kv_mb, 2), context_4k_tokens=dec.guided.length, memory_phases=phases,
+         prefill_chunk=getattr(decode, "PREFILL_CHUNK", None),
+         peak_gpu_mb=round(peak_mb) if cuda else None, peak_cpu_mb=None if cuda else round(peak_mb, 2),
+         peak_over_weights_plus_kv=round(peak_mb / (weights_mb + kv_mb), 3))
+    del dec
+
+
+def _cpu_allocator_trace():
+    """benchmarks/decode_memory.py's reader of the CPU allocator's running total."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("decode_memory", ROOT / "benchmarks" / "decode_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.allocator_trace
+
+
+def measure_memory_only(config: str, precision: str, dry_run: bool, save) -> None:
+    """The memory figures of a shape part alone (loading the model and one 4k decode: seconds)."""
+    import torch
+
+    cuda = torch.cuda.is_available() and not dry_run
+    started = time.perf_counter()
+    loaded = _load(config, precision, dry_run)
+    _sync()
+    weights_mb = torch.cuda.memory_allocated() / 2**20 if cuda else sum(
+        p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
+    save(config=config, precision=precision, build_s=round(time.perf_counter() - started, 1),
+         weights_mb=round(weights_mb))
+    measure_memory(loaded.model, loaded.tokenizer, weights_mb, cuda, dry_run, save)
+
+
+def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, compile: bool = False) -> None:
+    """bench replay on MBPP, fast against paper, eager. With `compile`: the fast scheme only, its
+    guided steps through the compiled step, after a warm-up task that is not counted (it compiles
+    the 1-row and 2-row steps); every cache goes into one size bucket (4,096 slots), so the
+    measured tasks compile nothing."""
     import torch
 
     from engine.bench.accuracy import load_benchmark
     from engine.bench.replay import replay_task, summarise
     from engine.errors import UserError
     from engine.execution.executor import Executor
+    from engine.generation import compiled
 
-    tasks = load_benchmark("mbpp", data, "11" if dry_run else "11-20", None)
+    tasks = load_benchmark("mbpp", data, "11-12" if dry_run and compile else "11" if dry_run else "11-20", None)
     loaded = _load(config, precision, dry_run)
     if dry_run:
         torch.set_num_threads(1)
-    records: dict[str, list] = {"paper": [], "fast": []}
+    schemes = ("fast",) if compile else ("paper", "fast")
+    records: dict[str, list] = {scheme: [] for scheme in schemes}
     try:
         executor = Executor()
     except UserError as error:
@@ -346,12 +444,21 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save) 
         save(isolation_note=f"no sandbox here ({error}); ran with --sandbox limits")
         executor = Executor(isolation="limits")
     with executor:
+        if compile:
+            ok, why = compiled.compilable(loaded.model)
+            save(config=config, precision=precision, compile=True, compiled=ok, compile_note=why or None)
+            if not dry_run:
+                compiled.BUCKETS = tuple(size for size in compiled.BUCKETS if size >= 4096)
+            begin = time.perf_counter()
+            warm = replay_task(loaded, executor, tasks[0], "fast", 0.5, "editor", 0, compile=True)
+            save(warmup_task=tasks[0].task_id, warmup_s=round(time.perf_counter() - begin, 1),
+                 warmup_lines=warm["lines"], buckets=list(compiled.BUCKETS))
+            tasks = tasks[1:]
         for task in tasks:
-            for scheme in ("paper", "fast"):
-                records[scheme].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0))
+            for scheme in schemes:
+                records[scheme].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0, compile=compile))
             save(config=config, precision=precision, tasks_done=len(records["fast"]),
-                 paper=summarise(records["paper"]), fast=summarise(records["fast"]),
-                 isolation=executor.isolation)
+                 **{scheme: summarise(records[scheme]) for scheme in schemes}, isolation=executor.isolation)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,161 @@
+"""The GPU suite's `rows:<config>` part: does a 2-row NF4 step cost what a 1-row one does?
+
+On the H100 the 7B shape's compiled guided step (2 rows) took 13.5 ms and the greedy one (1 row)
+7.8 ms; in bf16 the guided step took 10.3 ms. bitsandbytes 0.50 runs `bitsandbytes::gemm_4bit`
+with its fused kernel for small row counts (M <= 4 always on CUDA) and dequantizes the whole weight
+followed by a plain matmul otherwise. This part measures, for rows 1, 2, 3 and 4, one forward of
+the shape cut to a few layers (no KV cache: the weights' share of a step), eager and compiled,
+in NF4 and in bf16, and which bitsandbytes path each NF4 forward took:
+
+    ops            bitsandbytes ops called in one eager forward, by name (a torch dispatch mode),
+                   with the input shapes, dtypes and contiguity they were given
+    cuda_paths     calls of the CUDA backend's fused kernel and of its dequantize + matmul
+                   fallback (the backend's functions wrapped), eager and while compiling/recording
+
+    from nf4_rows import measure_rows; measure_rows("qwen2.5-coder-7b", dry_run=False, save=print)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+
+ROWS = (1, 2, 3, 4)
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _median_ms(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync()
+        begin = time.perf_counter()
+        function()
+        _sync()
+        times.append(time.perf_counter() - begin)
+    return round(1000 * statistics.median(times), 3)
+
+
+def bnb_op_calls(function) -> dict:
+    """bitsandbytes ops called by `function()`, by name, with what they were given."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls: Counter = Counter()
+    inputs: dict[str, set] = {}
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func)
+            if name.startswith("bitsandbytes"):
+                calls[name] += 1
+                first = args[0] if args else None
+                if hasattr(first, "shape"):
+                    inputs.setdefault(name, set()).add(
+                        f"{list(first.shape)} {str(first.dtype).replace('torch.', '')}"
+                        f"{'' if first.is_contiguous() else ' non-contiguous'}")
+            return func(*args, **(kwargs or {}))
+
+    with Recorder():
+        function()
+    return {"calls": dict(calls), "inputs": {name: sorted(seen) for name, seen in inputs.items()}}
+
+
+class CudaPaths:
+    """Counts the CUDA backend's fused-kernel and dequantize-fallback calls of gemm_4bit (its
+    module functions wrapped; absent on a machine without the CUDA backend)."""
+
+    NAMES = ("_gemm_4bit_kernel_impl", "_dequant_linear_fallback")
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.module = None
+        try:
+            from bitsandbytes.backends.cuda import ops as module
+        except Exception:   # no CUDA backend here (CPU dry run)
+            return
+        if all(hasattr(module, name) for name in self.NAMES):
+            self.module = module
+            self.originals = {name: getattr(module, name) for name in self.NAMES}
+            for name in self.NAMES:
+                setattr(module, name, self._counted(name, self.originals[name]))
+
+    def _counted(self, name, function):
+        def wrapper(*args, **kwargs):
+            rows = args[0].numel() // args[0].shape[-1] if args and hasattr(args[0], "shape") else None
+            self.counts[f"{'fused' if name == '_gemm_4bit_kernel_impl' else 'dequantize'}:M={rows}"] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    def take(self) -> dict:
+        counts, self.counts = dict(self.counts), Counter()
+        return counts
+
+    def close(self) -> None:
+        if self.module is not None:
+            for name, function in self.originals.items():
+                setattr(self.module, name, function)
+
+
+def measure_rows(config: str, dry_run: bool, save) -> None:
+    import torch
+
+    from engine.generation.random_models import random_model
+
+    cuda = torch.cuda.is_available() and not dry_run
+    config = "tiny" if dry_run else config
+    layers = 2 if dry_run else 4
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+    mode = "reduce-overhead" if cuda else "default"
+    save(config=config, layers=layers, compile_mode=mode, rows=list(ROWS))
+    paths = CudaPaths()
+    try:
+        for precision in ("nf4", "bf16"):
+            loaded = random_model(config, device="cuda" if cuda else "cpu", dtype="bf16",
+                                  quantization="4bit" if precision == "nf4" else "none", layers=layers)
+            model = loaded.model
+            result: dict = {}
+            with torch.inference_mode():
+                for rows in ROWS:
+                    ids = torch.full((rows, 1), 7, dtype=torch.long, device=model.device)
+
+                    def forward(ids=ids):
+                        return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
+
+                    entry: dict = {}
+                    paths.take()
+                    forward()
+                    if precision == "nf4":
+                        entry["ops"] = bnb_op_calls(forward)
+                        entry["cuda_paths_eager"] = paths.take()
+                    entry["eager_ms"] = _median_ms(forward, 3 if dry_run else 10)
+                    compiled = torch.compile(forward, mode=mode, dynamic=False)
+                    begin = time.perf_counter()
+                    compiled()
+                    compiled()
+                    _sync()
+                    entry["compile_s"] = round(time.perf_counter() - begin, 1)
+                    if precision == "nf4":
+                        entry["cuda_paths_compiled"] = paths.take()
+                    entry["compiled_ms"] = _median_ms(compiled, 3 if dry_run else 20)
+                    entry["compiled_matches_eager"] = bool(torch.equal(compiled().argmax(-1), forward().argmax(-1)))
+                    result[str(rows)] = entry
+                    save(**{precision: result})
+            summary = {f"{precision}_compiled_ms_by_rows": {rows: result[rows]["compiled_ms"] for rows in result},
+                       f"{precision}_eager_ms_by_rows": {rows: result[rows]["eager_ms"] for rows in result}}
+            if "1" in result and "2" in result:
+                summary[f"{precision}_compiled_2_over_1_rows"] = round(result["2"]["compiled_ms"] / result["1"]["compiled_ms"], 3)
+            save(**summary)
+            del model, loaded
+            torch._dynamo.reset()
+            if cuda:
+                torch.cuda.empty_cache()
+    finally:
+        paths.close()
