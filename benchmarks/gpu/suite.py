@@ -59,8 +59,8 @@ PLAN = [
     ("replay:qwen2.5-coder-1.5b:nf4:compile", 175),
 ]
 KINDS = ("shape", "mem", "rows", "replay")
-DRY_PLAN = [("env", 60), ("shape:tiny:bf16", 400), ("shape:tiny:nf4", 300), ("mem:tiny:bf16", 120),
-            ("rows:tiny", 300), ("replay:tiny:bf16", 300), ("replay:tiny:fp32:compile", 300)]
+DRY_PLAN = [("env", 30), ("shape:tiny:bf16", 200), ("shape:tiny:nf4", 200), ("mem:tiny:bf16", 60),
+            ("rows:tiny", 150), ("replay:tiny:bf16", 150), ("replay:tiny:fp32:compile", 150)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,7 +68,8 @@ DRY_PLAN = [("env", 60), ("shape:tiny:bf16", 400), ("shape:tiny:nf4", 300), ("me
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=430.0, help="seconds for all parts (default: %(default)s)")
+    parser.add_argument("--budget", type=float, help="seconds for all parts (default: 430; with --dry-run, the dry "
+                        "plan's sum)")
     parser.add_argument("--out", help="result file (default: benchmarks/results/gpu-<gpu>-<time>.json)")
     parser.add_argument("--data", default=os.environ.get("EGCFG_DATA") or str(ROOT / ".gpu-data"),
                         help="benchmark data folder with mbpp.jsonl (default: $EGCFG_DATA or .gpu-data)")
@@ -82,6 +83,8 @@ def main(argv=None) -> int:
         return run_part(args.part, Path(args.part_out), args)
     started = time.monotonic()
     plan = parse_parts(args.parts) if args.parts else DRY_PLAN if args.dry_run else PLAN
+    if args.budget is None:
+        args.budget = float(sum(seconds for _, seconds in DRY_PLAN)) if args.dry_run else 430.0
     report: dict = {"suite": "benchmarks/gpu/run", "dry_run": args.dry_run, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                                    time.gmtime()),
                     "budget_s": args.budget, "parts": {}}
