@@ -12,7 +12,7 @@ Parts (random weights in the published shapes, engine.generation.random_models):
                                weights + KV (2 rows x 4,096 slots)
     mem:<config>:<precision>   the shape part's memory figures alone, with the peak and what stays
                                allocated after each phase (start, set_signal, steps)
-    rows:<config>              one forward at 1, 2, 3, 4 rows (the shape cut to 4 layers, no cache),
+    rows:<config>              one forward at 1, 2, 3, 4 rows (the decoder layers cut to 4, no cache),
                                eager and compiled, NF4 and bf16, and which bitsandbytes path each
                                NF4 forward took (benchmarks/gpu/nf4_rows.py)
     replay:<config>:<precision> bench replay on MBPP tasks, fast against paper (tasks one by one,
