@@ -1,6 +1,6 @@
 """T, the untrusted per-test process: its setup (session, file descriptors, rlimits, uid) and the
 run of program + setup + test (or the test's leaves) in the candidate module's globals, under the
-tracer when asked. Its result leaves on the result channel as one marshal frame."""
+tracer when asked, by the sealed runner (sealed.py), which sends each step's record to M."""
 
 from __future__ import annotations
 
@@ -10,19 +10,23 @@ import os
 import resource
 import signal
 import sys
+import warnings
 
 from . import confine, encode, project
-from .channel import RESULT_FD, RESULT_MAGIC, send_result
+
+with warnings.catch_warnings():  # its templates call string constants on purpose (sealed.py)
+    warnings.simplefilter("ignore", SyntaxWarning)
+    from . import sealed  # noqa: E402
+from .channel import header_address, send_record, send_result
 from .encode import TimeLimitExceeded
-from .pristine import PRISTINE_BUILTINS, ModuleType, dumps, exit_now, setrecursionlimit, settrace, write
+from .pristine import PRISTINE_BUILTINS, ModuleType, dumps, exit_now
 from .spawn import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, libc
 
 PACKAGE = __name__.rpartition(".")[0]  # _egcfg_sandbox: leaves sys.modules before candidate code runs
-_function_type = type(lambda: None)
 
 
 _LEAF_CACHE: dict = {}
-_PREPARED: list = []  # [(confine.Prepared, encode.sealed_parts(), builtins items)]
+_PREPARED: list = []  # [(confine.Prepared, the sealed runner's code)]
 _PACKAGE_MODULES: list = [0, (), ()]  # [len(sys.modules) when listed, names taken out, the modules]
 _STDIO: list = [False]  # fd 0 of the worker is /dev/null
 
@@ -33,7 +37,11 @@ def prepare(config: dict) -> None:
     removes from sys.modules (listed here: iterating sys.modules in T would touch, and so copy,
     a page per module)."""
     if not _PREPARED:
-        _PREPARED.append((confine.Prepared(config), encode.sealed_parts(), tuple(PRISTINE_BUILTINS.items())))
+        header_address()  # the result header's page, mapped here so that every T inherits it
+        run_code = sealed.build(encode.sealed_parts(), tuple(PRISTINE_BUILTINS.items()), TimeLimitExceeded,
+                                extra_allowed=(_on_soft_timeout.__code__,),
+                                our_handlers=(_on_soft_timeout, signal.default_int_handler))
+        _PREPARED.append((confine.Prepared(config), run_code))
         # Once here rather than in every T (each costs T copied pages): fd 0 is the worker's
         # /dev/null already, and stdout flushes by line (what was printed before a crash shows up).
         _STDIO[0] = _is_devnull(0)
@@ -87,7 +95,7 @@ def cached_leaves(task: dict):
     return codes
 
 
-def child(task, config, out_w, res_w, nonce, tracer_class) -> None:
+def child(task, config, out_w, res_w, tracer_class) -> None:
     os.setsid()  # its own session and group: kill(0, ...) reaches only the candidate's processes
     prepared = _PREPARED[0][0]
     try:  # first, while the prepared ruleset's descriptor is still open (_prepare_fds closes it)
@@ -109,140 +117,81 @@ def child(task, config, out_w, res_w, nonce, tracer_class) -> None:
     if not os.path.isdir(config["cwd"]):  # (mkdir of an existing folder would ask Landlock about its parent)
         os.makedirs(config["cwd"])
     os.chdir(config["cwd"])
+    signal.signal(signal.SIGUSR1, _on_soft_timeout)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if domain_error is not None:
             raise domain_error
         confine.confine(prepared)
     except OSError as error:  # a promised protection is missing: run nothing
         refusal = ("SandboxError", f"the sandbox could not confine the test: {error}"[:300], "", 0)
-        send_result({"error": refusal, "leaves": (), "block": None, "trace": None, "interrupted": False}, nonce)
+        send_result({"error": refusal, "leaves": (), "block": None, "trace": None, "interrupted": False})
     sys.setrecursionlimit(1000)  # Python's default, as the candidate would get on its own
     if task.get("project") and task["kind"] == "pytest":  # the project's own pytest runs the tests
-        send_result(project.run_pytest(task, tracer_class), nonce)
-    run_sealed(_seal(task, tracer_class, nonce))
+        send_result(project.run_pytest(task, tracer_class))
+    _run_steps(task, tracer_class)
 
 
-def _seal(task: dict, tracer_class, nonce: bytes) -> tuple:
-    """Everything the run and the report need, as one immutable tuple, taken before any candidate
-    code runs. Then the worker's modules leave sys.modules (``__main__`` becomes the candidate's
-    module) and every object made so far is frozen out of the collector's lists, so candidate code
-    finds none of the runner's functions through modules or ``gc.get_objects``/``get_referrers``."""
+def _run_steps(task: dict, tracer_class) -> None:
+    """The task's steps, compiled before any candidate code runs, then the sealed runner. The
+    worker's modules leave sys.modules first (``__main__`` becomes the candidate's module) and
+    every object made so far is frozen out of the collector's lists, so candidate code finds
+    none of the runner's functions through modules or ``gc.get_objects``/``get_referrers``."""
     module = ModuleType("candidate")  # a real module: code that looks itself up (dataclasses, pickle) works
-    # A project's program is the module of its package, imported as Python would (project.py).
-    loader = project.ModuleProgram(task["project"], task["program"]) if task.get("project") else None
-    leaves = task.get("leaves") or ()
-    flags = tuple((bool(leaf[2]), bool(leaf[3])) for leaf in leaves)
-    kit = (task["kind"], task["program"], task.get("setup") or "", task.get("test") or "",
-           tuple(task.get("compiled_leaves") or ()), tuple((leaf[0], leaf[1]) for leaf in leaves), flags,
-           bool(task.get("trace")) and tracer_class is not None, tracer_class, nonce, module,
-           _PREPARED[0][2], _PREPARED[0][1], sys.stdout, sys.stderr, loader,
-           (compile, exec, eval, dict, type, tuple, Exception, _function_type, dumps, write, exit_now,
-            settrace, setrecursionlimit, compile_leaf, TimeLimitExceeded, len, RESULT_MAGIC, RESULT_FD, BaseException))
-    _unlist_package()
-    sys.modules["candidate"] = sys.modules["__main__"] = module
-    gc.freeze()  # everything made so far leaves the collector's lists (gc.get_objects/get_referrers)
-    return kit
-
-
-def run_sealed(kit: tuple) -> None:
-    """Program, setup and test (or each leaf) in the candidate module's globals, then the report on
-    the result channel; never returns. It uses only its locals and the sealed tuple: no globals,
-    nothing reachable from a module. After each piece of candidate code it rebuilds the encoder
-    from encode.sealed_parts() in a fresh dict, and every encoded leaf becomes marshal bytes at
-    once, so candidate code that runs later cannot change what an earlier leaf reported."""
-    (kind, program_text, setup_text, test_text, compiled_leaves, leaf_sources, flags, traced, tracer_class,
-     nonce, module, builtins_items, parts, stdout, stderr, loader, tools) = kit
-    (compile_, exec_, eval_, dict_, type_, tuple_, exception, function, dumps_, write_, exit_,
-     settrace_, setrecursionlimit_, compile_leaf_, time_limit, len_, magic, result_fd, any_error) = tools
-    codes, constants, exact, encoder_builtins = parts
     namespace = module.__dict__
-    namespace["__builtins__"] = dict_(builtins_items)
-    error, blobs, block, trace, interrupted, tracer = None, (), None, None, False, None
-    steps = ()
-    try:
-        steps = (("exec", compile_(program_text, "<program>", "exec", dont_inherit=True)),)
-        if setup_text:
-            steps += (("setup", compile_(setup_text, "<test>", "exec", dont_inherit=True)),)
-        if kind == "block":
-            steps += (("block", compile_(test_text, "<test>", "exec", dont_inherit=True)),)
-        else:
-            leaves = compiled_leaves or tuple_(compile_leaf_(source, line) for source, line in leaf_sources)
-            steps += tuple_(("leaf", code) for code in leaves)
-    except any_error as exc:  # noqa: BLE001 - syntax errors of program or test
-        steps, outcome = (), exc
-        error = "compile"
-    if traced:
+    namespace["__builtins__"] = dict(PRISTINE_BUILTINS)
+    steps = _steps(task)
+    if type(steps) is not tuple:  # the program or the test does not compile: no candidate code runs
+        sealed.send_compile_error(encode.describe(steps))
+        send_result_end()
+    tracer = None
+    if bool(task.get("trace")) and tracer_class is not None:
         try:
             tracer = tracer_class({"<program>": "program", "<test>": "test"})
             tracer.__enter__()
-        except any_error:  # noqa: BLE001 - run untraced rather than not at all
+        except Exception:  # noqa: BLE001 - run untraced rather than not at all
             tracer = None
-    position = 0
-    for step, code in steps:
-        outcome = None
-        try:
-            if step == "leaf":
-                outcome = ("value", eval_(code, namespace))
-            elif step == "exec" and loader is not None:
-                namespace = loader.load()
-            else:
-                exec_(code, namespace)
-        except any_error as exc:  # noqa: BLE001
-            outcome = exc
-        if step == "exec":
-            namespace["__builtins__"] = dict_(builtins_items)  # the test sees unpatched builtins
-        # Fresh encoder functions, in a fresh dict, from the sealed code objects.
-        fresh = dict_(constants)
-        fresh["__builtins__"] = dict_(encoder_builtins)
-        fresh["_EXACT"] = dict_(exact)
-        fresh["Refused"] = type_("Refused", (exception,), {})
-        for name, function_code in codes:
-            fresh[name] = function(function_code, fresh)
-        if type_(outcome) is tuple_:  # a leaf's value
-            iterate, truth = flags[position]
-            blobs += (dumps_(fresh["encode_leaf"](outcome[1], iterate, truth)),)
-        elif outcome is not None:
-            if type_(outcome) is time_limit:
-                interrupted = True
-            if step == "leaf":
-                blobs += (dumps_(("raise", fresh["describe"](outcome))),)
-            elif step == "block":
-                block = fresh["describe"](outcome)
-            else:
-                error = fresh["describe"](outcome)
-        elif step == "block":
-            block = "ok"
-        fresh = outcome = None
-        position += step == "leaf"
-        if error is not None or interrupted:
-            break
-    if error == "compile":
-        fresh = dict_(constants)
-        fresh["__builtins__"] = dict_(encoder_builtins)
-        for name, function_code in codes:
-            fresh[name] = function(function_code, fresh)
-        error = fresh["describe"](outcome)
-    setrecursionlimit_(10_000)
-    if tracer is not None:
-        try:
-            tracer.__exit__(None, None, None)
-            trace = tracer.result()
-        except any_error:  # noqa: BLE001 - a broken trace is no verdict
-            trace = None
-    settrace_(None)
-    for stream in (stdout, stderr):
+    run = sealed.runner(_PREPARED[0][1])
+    streams = (sys.stdout, sys.stderr)
+    _unlist_package()
+    sys.modules["candidate"] = sys.modules["__main__"] = module
+    gc.freeze()  # everything made so far leaves the collector's lists (gc.get_objects/get_referrers)
+    run(steps, [namespace, None, []], tracer, streams)  # [namespace, saved hooks, values the reports held]
+
+
+def _steps(task: dict):
+    """((position, kind, code, iterate, truth), ...): kind exec|load|setup|block|leaf; or the
+    exception that compiling the program or the test raised."""
+    loader = project.ModuleProgram(task["project"], task["program"]) if task.get("project") else None
+    leaves = task.get("leaves") or ()
+    try:
+        steps = [("load", loader) if loader is not None else ("exec", compile(task["program"], "<program>", "exec",
+                                                                             dont_inherit=True))]
+        if task.get("setup"):
+            steps.append(("setup", compile(task["setup"], "<test>", "exec", dont_inherit=True)))
+        if task["kind"] == "block":
+            steps.append(("block", compile(task.get("test") or "", "<test>", "exec", dont_inherit=True)))
+        else:
+            codes = task.get("compiled_leaves") or [compile_leaf(leaf[0], leaf[1]) for leaf in leaves]
+            steps.extend(("leaf", code) for code in codes)
+    except Exception as error:  # noqa: BLE001 - syntax errors of program or test
+        return error
+    flags = [(False, False)] * (len(steps) - len(leaves)) + [(bool(leaf[2]), bool(leaf[3])) for leaf in leaves]
+    if task["kind"] == "block":
+        flags = [(False, False)] * len(steps)
+    return tuple((position, kind, code, iterate, truth)
+                 for position, ((kind, code), (iterate, truth)) in enumerate(zip(steps, flags)))
+
+
+def send_result_end() -> None:
+    """After a compile error: the end record, then exit."""
+    for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except any_error:  # noqa: BLE001 - the candidate may have closed it
+        except Exception:  # noqa: BLE001
             pass
-    try:
-        payload = dumps_({"error": error, "leaves": blobs, "block": block, "trace": trace, "interrupted": interrupted})
-    except any_error:  # noqa: BLE001 - e.g. an odd trace: send the verdict without it
-        payload = dumps_({"error": error, "leaves": blobs, "block": block, "trace": None, "interrupted": interrupted})
-    view = magic + nonce + len_(payload).to_bytes(4, "big") + payload
-    while view:
-        view = view[write_(result_fd, view):]
-    exit_(0)
+    send_record(dumps(("end", None)))
+    exit_now(0)
 
 
 def _prepare_fds(out_w: int, res_w: int) -> None:

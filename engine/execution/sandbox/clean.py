@@ -41,11 +41,17 @@ def clean_result(raw) -> dict:
         else:
             raise ValueError("bad leaf")
     result["trace_json"] = trace_json(raw.get("trace"))
-    summary = raw.get("project")  # a pytest run's summary (JSON text; the host checks its shape)
+    summary = raw.get("project")  # a pytest run's summary: plain data, made JSON here (the host checks its shape)
     if summary is not None:
-        if _type(summary) is not str or _len(summary) > MAX_PROJECT_JSON:
+        if _type(summary) is not dict:
             raise ValueError("bad project summary")
-        result["project"] = summary
+        try:
+            text = json.dumps(summary, allow_nan=False, default=_not_plain, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError, OverflowError):
+            raise ValueError("bad project summary") from None
+        if _len(text) > MAX_PROJECT_JSON:
+            raise ValueError("bad project summary")
+        result["project"] = text
     return result
 
 

@@ -56,6 +56,9 @@ _PATHS = ((_pathlib.PurePosixPath, "posix"), (_pathlib.PosixPath, "posix"), (_pa
           (_pathlib.WindowsPath, "windows"))
 _PATH_STR = _pathlib.PurePath.__str__
 _ENUM = (_enum.Enum, type.__dict__["__qualname__"])
+import abc as _abc  # noqa: E402
+
+_TRUSTED_METAS = (_abc.ABCMeta, type(_enum.Enum))  # their hashing and comparison are type's own
 MAX_NODES, MAX_DEPTH, MAX_TEXT, MAX_INT_BITS = 200_000, 100, 4 << 20, 1 << 17
 TRUSTED_MODULES = frozenset({"collections", "enum", "os", "time", "builtins"})
 # Methods the host-side skeleton relies on: a subclass overriding none of them compares exactly
@@ -75,6 +78,28 @@ class Refused(Exception):
 
 class TimeLimitExceeded(BaseException):
     """Raised in T by the supervisor's SIGUSR1 at the deadline, so a partial trace can be sent."""
+
+
+def encode_value(value) -> tuple:
+    """("value", tagged) for plain data, ("refused", message) for anything else; runs no code of
+    the candidate's (the sealed runner's guard stops the report if any runs)."""
+    try:
+        return ("value", _encode(value, [MAX_NODES, MAX_TEXT], 0))
+    except Refused as refused:
+        return ("refused", refused.args[0])
+    except RecursionError:
+        return ("refused", "returned a value too deeply nested to compare outside the sandbox")
+
+
+def encode_items(items) -> tuple:
+    """A refused value the skeleton iterates, as the list of its items (``items`` is an exact list,
+    made by the candidate's own iteration before the guard went back on)."""
+    try:
+        return ("value", ("l", [_encode(item, [MAX_NODES, MAX_TEXT], 1) for item in items]))
+    except Refused as refused:
+        return ("refused", refused.args[0])
+    except RecursionError:
+        return ("refused", "returned a value too deeply nested to compare outside the sandbox")
 
 
 def encode_leaf(value, iterate: bool, truth: bool = False) -> tuple:
@@ -107,6 +132,10 @@ def _encode(value, budget, depth):
     if budget[0] < 0 or depth > MAX_DEPTH:
         raise Refused("returned a value too large to compare outside the sandbox")
     kind = _type(value)
+    meta = _type(kind)
+    if meta is not type and not any(meta is trusted for trusted in _TRUSTED_METAS):
+        # a metaclass of the candidate's: hashing or comparing the class would run its code
+        raise Refused("returned a value of a class with its own metaclass, which cannot be compared outside the sandbox")
     tag = _EXACT.get(kind)
     if tag is None:
         known = _stdlib_value(value, kind, budget, depth)
@@ -248,23 +277,27 @@ def _convert(value, base):
     return value
 
 
-def describe(error) -> tuple:
-    """(type name, bounded message, "program"|"test"|"", line) of an exception raised in T."""
+def describe(error, message=None) -> tuple:
+    """(type name, bounded message, "program"|"test"|"", line) of an exception raised in T.
+    ``message``: str(error), taken by the sealed runner while candidate code may run (its
+    ``__str__``); None: taken here."""
     try:
         kind = _type_name(_type(error))
     except BaseException:  # noqa: BLE001
         kind = "Exception"
     if _type(error) is TimeLimitExceeded:
         return ("TimeoutError", "interrupted at the time limit", "", 0)
-    try:
-        message = _str(error)
-        message = message if _type(message) is str else ""
-    except BaseException:  # noqa: BLE001 - a __str__ that raises
-        message = "<unprintable message>"
+    if message is None:
+        try:
+            message = _str(error)
+        except BaseException:  # noqa: BLE001 - a __str__ that raises
+            message = "<unprintable message>"
+    if _type(message) is not str:
+        message = ""
     if _len(message) > 300:
         message = message[:300] + "..."
     file, line = "", 0
-    if _isinstance(error, SyntaxError):
+    if any(_type(error) is syntax for syntax in _SYNTAX_ERRORS):  # exact types: plain slots
         filename = error.filename if _type(error.filename) is str else ""
         file, line = filename.strip("<>"), error.lineno if _type(error.lineno) is int else 0
         message = error.msg if _type(error.msg) is str else message
@@ -286,8 +319,10 @@ _BUILTIN_NAMES = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "
                   "bool", "slice", "type", "len", "all", "any", "hex", "isinstance", "BaseException",
                   "Exception", "RecursionError", "SyntaxError", "ValueError", "TypeError")
 _CONSTANT_TYPES = (int, str, frozenset, tuple, type(None))
+_SYNTAX_ERRORS = (SyntaxError, IndentationError, TabError)
 _CAPTURED = ("_type", "_len", "_list", "_str", "_isinstance", "_type_dict", "_type_mro", "_type_name",
-             "_exc_traceback", "TimeLimitExceeded", "_object_getattribute", "_PATH_STR")
+             "_exc_traceback", "TimeLimitExceeded", "_object_getattribute", "_PATH_STR", "_TRUSTED_METAS",
+             "_SYNTAX_ERRORS")
 
 
 def sealed_parts() -> tuple:

@@ -160,6 +160,7 @@ class _Recorder:
         self.traces_left = MAX_TRACES_TEXT
         self.collect_errors = []
         self.current = None
+        self.escaped = set()   # tests whose program called pytest.skip/xfail/exit: failed, whatever follows
 
     def pytest_sessionstart(self, session):
         # pytest's assertion rewriter (put first on sys.meta_path at configure time) would load the
@@ -206,7 +207,8 @@ class _Recorder:
                 except BaseException:  # noqa: BLE001 - run untraced rather than not at all
                     tracer = None
             try:
-                yield
+                outcome = yield
+                recorder.note_program_escape(item.nodeid, outcome)
             finally:
                 recorder._disarm()
                 entry = recorder.results.get(item.nodeid)
@@ -223,7 +225,8 @@ class _Recorder:
         def pytest_runtest_setup(item):
             recorder._arm(item.nodeid)
             try:
-                yield
+                outcome = yield
+                recorder.note_program_escape(item.nodeid, outcome)
             finally:
                 recorder._disarm()
 
@@ -240,7 +243,8 @@ class _Recorder:
             # Importing a test file (and with it the edited module) is bounded too.
             recorder._arm("")
             try:
-                yield
+                outcome = yield
+                recorder.note_skipped_collection(collector, outcome)
             finally:
                 recorder._disarm()
 
@@ -260,9 +264,29 @@ class _Recorder:
         self.results[nodeid]["trace"] = text
 
     # -- outcomes -------------------------------------------------------------------------------
+    def note_program_escape(self, nodeid: str, outcome) -> None:
+        """pytest.skip/xfail/exit (or the exceptions behind them) raised from the program's own code
+        is the program escaping its test: a failure, whatever pytest makes of it."""
+        kind = _program_escape(_outcome_exception(outcome))
+        entry = self.results.get(nodeid)
+        if kind and entry is not None:
+            entry["outcome"], entry["message"] = "fail", f"the program under test called pytest.{kind}()"
+            self.escaped.add(nodeid)
+
+    def note_skipped_collection(self, collector, outcome) -> None:
+        """A module skipped from the program's own code while it was imported: a collection error."""
+        try:
+            report = outcome.get_result()
+            longrepr = report.longrepr
+            if report.skipped and type(longrepr) is tuple and str(longrepr[0]) == PROGRAM_FILE:
+                self.collect_errors.append({"nodeid": report.nodeid, "timeout": False,
+                                            "message": "the program under test skipped the module while it was imported"})
+        except Exception:  # noqa: BLE001 - pytest's own report is what it is
+            pass
+
     def pytest_runtest_logreport(self, report):
         entry = self.results.get(report.nodeid)
-        if entry is None:
+        if entry is None or report.nodeid in self.escaped:
             return
         wasxfail = hasattr(report, "wasxfail")
         if report.when == "call":
@@ -309,6 +333,38 @@ class _Recorder:
 
     def summary(self) -> list:
         return [self.results[nodeid] for nodeid in self.order if nodeid in self.results]
+
+
+_ESCAPES: list = []  # [(pytest's exception class, word)], taken in run_pytest before any candidate code
+
+
+def _outcome_exception(outcome):
+    """The exception a hook call raised, from pluggy's result object (its API moved over versions)."""
+    for name in ("exception", "excinfo"):
+        try:
+            value = getattr(outcome, name)
+        except Exception:  # noqa: BLE001
+            continue
+        if isinstance(value, tuple):
+            value = value[1] if len(value) > 1 else None
+        if isinstance(value, BaseException):
+            return value
+    return None
+
+
+def _program_escape(error) -> str:
+    """"skip"/"xfail"/"exit" when ``error`` is pytest's and was raised inside the program's code."""
+    if error is None:
+        return ""
+    kind = next((word for cls, word in _ESCAPES if isinstance(error, cls)), "")
+    if not kind:
+        return ""
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == PROGRAM_FILE:
+            return kind
+        tb = tb.tb_next
+    return ""
 
 
 def _on_alarm(signum, frame):
@@ -384,9 +440,15 @@ def run_pytest(task: dict, tracer_class) -> dict:
     try:
         import pytest
     except BaseException as error:  # noqa: BLE001
-        result["project"] = json.dumps({"tests": [], "collect_errors": [], "exit": -1,
-                                        "setup_error": f"pytest does not import: {type(error).__name__}: {error}"[:MAX_MESSAGE]})
+        result["project"] = {"tests": [], "collect_errors": [], "exit": -1,
+                             "setup_error": f"pytest does not import: {type(error).__name__}: {error}"[:MAX_MESSAGE]}
         return result
+    try:
+        from _pytest.outcomes import Exit, Skipped, XFailed
+
+        _ESCAPES[:] = [(XFailed, "xfail"), (Skipped, "skip"), (Exit, "exit")]  # XFailed is a Failed, not a Skipped
+    except ImportError:  # a pytest laid out otherwise: the escapes count as pytest counts them
+        _ESCAPES[:] = []
     install(project, task["program"])
     rootdir = project.get("rootdir") or os.getcwd()
     try:
@@ -421,8 +483,10 @@ def run_pytest(task: dict, tracer_class) -> dict:
         entry = recorder.results[interrupted]
         entry["outcome"] = "timeout"
         entry["message"] = f"timed out after {_seconds(recorder._limit(interrupted))} s (and caught the interruption)"
-    result["project"] = json.dumps({"tests": recorder.summary(), "collect_errors": recorder.collect_errors,
-                                    "exit": status, "setup_error": setup_error, "interrupted": interrupted})
+    # Plain data: M turns it into JSON (the candidate may have patched this process's json module).
+    result["project"] = {"tests": recorder.summary(), "collect_errors": recorder.collect_errors,
+                         "exit": status if type(status) is int else -1, "setup_error": setup_error,
+                         "interrupted": interrupted}
     return result
 
 

@@ -13,9 +13,9 @@ import select
 import signal
 
 from . import candidate
-from .channel import ResultFrame, write_all
+from .channel import ResultFrame, draw_nonce, drawn_nonce, write_all
 from .clean import clean_result
-from .pristine import exit_now, loads, monotonic
+from .pristine import exit_now, monotonic
 from .spawn import NAMESPACE_FLAGS, PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, clone_available, libc, spawn
 
 SOFT_TIMEOUT_GRACE = 0.3  # seconds T gets to report a partial trace after the deadline
@@ -69,14 +69,14 @@ def supervise(task: dict, config: dict, namespace: str, tracer_class, direct: bo
         flags = 0
     limits = config["limits"]
     timeout = float(task["timeout"])
-    nonce = os.urandom(16)
+    draw_nonce()  # into the header page T inherits: no Python object in T holds it
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     start = monotonic()
     pid = spawn(flags)
     if pid == 0:  # T
         try:
-            candidate.child(task, config, out_w, res_w, nonce, tracer_class)
+            candidate.child(task, config, out_w, res_w, tracer_class)
         except BaseException as error:  # noqa: BLE001 - the harness failed before a result: say what, on stderr
             try:
                 os.write(out_w, f"egcfg sandbox harness: {type(error).__name__}: {error}\n".encode()[:500])
@@ -90,7 +90,7 @@ def supervise(task: dict, config: dict, namespace: str, tracer_class, direct: bo
         os.close(out_r)
         os.close(res_r)
         return {"status": "crash", "detail": "could not start the test process", "seconds": 0.0, "output": ""}
-    watch = Watch(pid, out_r, res_r, nonce, limits)
+    watch = Watch(pid, out_r, res_r, drawn_nonce(), limits)
     try:
         status = watch.run(start + timeout, soft=bool(task.get("trace")) and tracer_class is not None)
         seconds = monotonic() - start
@@ -104,9 +104,9 @@ def supervise(task: dict, config: dict, namespace: str, tracer_class, direct: bo
     if exit_status is not None:
         report["signal"] = _signal_of(exit_status)
         report["exit_code"] = os.WEXITSTATUS(exit_status) if os.WIFEXITED(exit_status) else None
-    if watch.result.payload is not None:
+    if watch.result.raw is not None:
         try:
-            report["result"] = clean_result(loads(watch.result.payload))
+            report["result"] = clean_result(watch.result.raw)
         except Exception as error:  # noqa: BLE001 - anything malformed is the candidate's doing
             report["status"] = "bad_result" if status == "result" else status
             report["detail"] = f"malformed result ({type(error).__name__})"
@@ -192,8 +192,11 @@ class Watch:
                     data = os.read(self.res_r, 1 << 16)
                 except BlockingIOError:
                     data = b""
-                if self.result.feed(data) == "done":
+                state = self.result.feed(data)
+                if state == "done":
                     return "timeout" if soft_sent else "result"
+                if state == "bad":
+                    return "bad_result"
                 if not data:
                     return "timeout" if soft_sent else "noresult"
 

@@ -209,6 +209,201 @@ def test_tampering_with_the_reporting_code_forges_no_pass(sandboxes, run_case, l
 
 
 # ---------------------------------------------------------------------------------------------
+# Forged verdicts: the runner's own frames, hooks and finalizers (issue 11, gaps left by the seal)
+# ---------------------------------------------------------------------------------------------
+
+# Rewrites every local that looks like verdict state, in every frame below the caller, to a
+# pass-like value: through f_locals (written through on 3.13), or from a hook whose changes 3.11
+# and 3.12 write back.
+REWRITER = """import sys, os, gc, signal, threading, marshal
+NAMES = ('verdict', 'result', 'ok', 'passed', 'block', 'outcome', 'leaf', 'leaves', 'blobs', 'error', 'value', 'step',
+         'request', 'saved', 'payload', 'body', 'interrupted', 'position', 'helped', 'message', 'kind', 'tag', 'steps',
+         'flags', 'truth', 'iterate', 'described', 'size', 'done')
+ONE = compile('1', '<test>', 'eval')
+def passlike(name, value):
+    table = {'block': 'ok', 'error': None, 'outcome': ('value', 1), 'leaf': ('value', ('i', 1)), 'value': 1, 'helped': 1,
+             'ok': True, 'passed': True, 'verdict': 'pass', 'request': ('sent', False), 'interrupted': False,
+             'truth': True, 'iterate': False, 'tag': 'i', 'kind': int}
+    if name == 'step' and isinstance(value, tuple) and len(value) == 5:
+        return (value[0], 'leaf', ONE, False, True)
+    return table.get(name, value)
+def rewrite(frame):
+    while frame is not None:
+        try:
+            scope = frame.f_locals
+            for name in [n for n in list(scope) if n in NAMES]:
+                scope[name] = passlike(name, scope[name])
+        except Exception:
+            pass
+        frame = frame.f_back
+def hook(frame, event, arg):
+    rewrite(frame)
+    return hook
+"""
+FRAME_ATTACKS = {
+    "f-locals-write": "def attack():\n    rewrite(sys._getframe(1))\n",
+    "trace-write-back": "def attack():\n    frame = sys._getframe(1)\n    while frame is not None:\n        frame.f_trace = hook\n"
+                        "        frame.f_trace_opcodes = True\n        frame = frame.f_back\n    sys.settrace(hook)\n",
+    "profile-write-back": "def attack():\n    sys.setprofile(hook)\n",
+    "monitoring-callbacks": "def attack():\n    m = getattr(sys, 'monitoring', None)\n    if m is None:\n        return\n"
+                            "    for tool in range(6):\n        try:\n            m.use_tool_id(tool, 'x')\n        except ValueError:\n"
+                            "            continue\n        for e in (m.events.PY_START, m.events.LINE, m.events.CALL, m.events.PY_RETURN, m.events.INSTRUCTION):\n"
+                            "            m.register_callback(tool, e, lambda *a: rewrite(sys._getframe(1)))\n"
+                            "        m.set_events(tool, m.events.PY_START | m.events.LINE | m.events.CALL | m.events.PY_RETURN | m.events.INSTRUCTION)\n"
+                            "        m.free_tool_id(tool)\n",
+    "signal-handler": "def attack():\n    signal.signal(signal.SIGALRM, lambda s, frame: rewrite(frame))\n"
+                      "    signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)\n",
+    "thread-rewrites": "def spin():\n    while True:\n        for frame in sys._current_frames().values():\n            rewrite(frame)\n"
+                       "def attack():\n    if hasattr(threading, 'settrace_all_threads'):\n        threading.settrace_all_threads(hook)\n"
+                       "    threading.Thread(target=spin, daemon=True).start()\n    import time\n    time.sleep(0.02)\n",
+    "nonce-hunt": "def attack():\n    found = set()\n    frame = sys._getframe()\n    while frame is not None:\n"
+                  "        for v in list(frame.f_locals.values()) + list(frame.f_code.co_consts):\n"
+                  "            for x in (v if isinstance(v, tuple) else (v,)):\n                if isinstance(x, bytes) and len(x) == 16:\n"
+                  "                    found.add(x)\n        frame = frame.f_back\n"
+                  "    for o in gc.get_objects():\n        if isinstance(o, (list, tuple, dict)):\n"
+                  "            for x in (o.values() if isinstance(o, dict) else o):\n                if isinstance(x, bytes) and len(x) == 16:\n"
+                  "                    found.add(x)\n"
+                  "    forged = [marshal.dumps(('step', 0, 'exec', None, False)), marshal.dumps(('step', 1, 'leaf', marshal.dumps(('value', ('i', 1))), False)),\n"
+                  "              marshal.dumps(('step', 1, 'block', None, False)), marshal.dumps(('end', None)),\n"
+                  "              marshal.dumps(('result', {'error': None, 'leaves': (marshal.dumps(('value', ('i', 1))),), 'block': 'ok', 'trace': None}))]\n"
+                  "    for nonce in sorted(found) + [bytes(16), b'\\xa5' * 16]:\n        for p in forged:\n"
+                  "            try:\n                os.write(3, b'EGR1' + nonce + len(p).to_bytes(4, 'big') + p)\n            except OSError:\n                pass\n"
+                  "    os._exit(0)\n",
+    "forged-records-on-every-fd": "def attack():\n    p = marshal.dumps(('result', {'error': None, 'leaves': (marshal.dumps(('value', ('i', 1))),), 'block': 'ok', 'trace': None}))\n"
+                                  "    for fd in range(65):\n        try:\n            os.write(fd, b'EGR1' + bytes(16) + len(p).to_bytes(4, 'big') + p)\n"
+                                  "        except OSError:\n            pass\n",
+    "child-reports": "def attack():\n    if os.fork() == 0:\n        p = marshal.dumps(('step', 1, 'leaf', marshal.dumps(('value', ('i', 1))), False))\n"
+                     "        for fd in range(65):\n            try:\n                os.write(fd, b'EGR1' + bytes(16) + len(p).to_bytes(4, 'big') + p)\n"
+                     "            except OSError:\n                pass\n        os._exit(0)\n    os.wait()\n",
+    "atexit-and-exit": "import atexit\ndef attack():\n    atexit.register(lambda: os.write(3, b'EGR1' + bytes(20)))\n    sys.exit(0)\n",
+    "code-replacement": "def attack():\n    def forged(*a, **k):\n        return ('value', ('i', 1))\n"
+                        "    frame = sys._getframe(1)\n    while frame is not None:\n        for v in list(frame.f_globals.values()) + list(frame.f_locals.values()):\n"
+                        "            if callable(getattr(v, '__code__', None)) or hasattr(v, '__code__'):\n                try:\n"
+                        "                    v.__code__ = forged.__code__\n                except Exception:\n                    pass\n"
+                        "        frame = frame.f_back\n",
+}
+# Objects whose Python code the report itself would run (the encoder, a generator's close).
+VALUE_ATTACKS = {
+    "metaclass-hash": ("class Meta(type):\n    def __hash__(cls):\n        rewrite(sys._getframe(1))\n        return 0\n"
+                       "    def __eq__(cls, other):\n        rewrite(sys._getframe(1))\n        return True\nclass V(metaclass=Meta):\n    pass\n"
+                       "def f():\n    return V()\n", "assert f() == 1"),
+    "iter-rewrites": ("class V:\n    def __iter__(self):\n        rewrite(sys._getframe(1))\n        sys.settrace(hook)\n        return iter([2])\n"
+                      "def f():\n    return V()\n", "assert sorted(f()) == [1]"),
+    "truth-rewrites": ("class V:\n    def __bool__(self):\n        rewrite(sys._getframe(1))\n        sys.setprofile(hook)\n        return False\n"
+                       "def f():\n    return V()\n", "assert f()"),
+    "exception-str-rewrites": ("class E(Exception):\n    def __str__(self):\n        rewrite(sys._getframe(1))\n        sys.settrace(hook)\n        return 'e'\n"
+                               "def f():\n    raise E()\n", "f()"),
+    "generator-close-rewrites": ("def f():\n    try:\n        yield 2\n    finally:\n        rewrite(sys._getframe(1))\n", "assert f() == 1"),
+    "del-rewrites": ("class D:\n    def __del__(self):\n        rewrite(sys._getframe(1))\nKEEP = []\n"
+                     "def f():\n    KEEP.append([D() for _ in range(100)])\n    KEEP.clear()\n    return 2\n", "assert f() == 1"),
+}
+PYENV = os.path.expanduser("~/.pyenv/versions")
+OTHER_PYTHONS = {"3.12": f"{PYENV}/3.12.1/bin/python", "3.13": f"{PYENV}/3.13.0/bin/python"}
+
+
+@pytest.fixture(scope="module")
+def versioned():
+    """One executor per (level, Python): the sandbox worker under 3.12 and 3.13 too (f_locals writes
+    through on 3.13; sys.monitoring from 3.12)."""
+    from containment_support import LIMITS, REPO, level_available
+    from engine.execution.executor import Executor
+
+    made = {}
+
+    def get(level, version):
+        key = (level, version)
+        if key not in made:
+            problem = level_available(level)
+            if problem:
+                pytest.skip(f"{level} is not available here: {problem}")
+            python = OTHER_PYTHONS.get(version)
+            if version != "own" and not (python and os.path.exists(python)):
+                pytest.skip(f"no Python {version} here")
+            made[key] = Executor(workers=2, limits=LIMITS, isolation=level, project_root=str(REPO), python=python)
+        return made[key]
+
+    yield get
+    for ex in made.values():
+        ex.close()
+
+
+VERSIONS = pytest.mark.parametrize("version", ["own", "3.12", "3.13"])
+
+
+@LEVELS
+@VERSIONS
+@pytest.mark.parametrize("name", sorted(FRAME_ATTACKS))
+def test_the_runners_frames_and_hooks_forge_no_pass(versioned, run_case, level, version, name):
+    """f() returns 2 after an attack on the runner (its frames' locals, trace/profile/monitoring
+    hooks, a signal handler or a thread rewriting them, the nonce hunted through frames and gc,
+    guessed records on every descriptor, a child that reports, code replaced): `assert f() == 1`
+    and a block test come out as fail or error, never pass."""
+    program = REWRITER + FRAME_ATTACKS[name] + "def f():\n    attack()\n    return 2\n"
+    ex = versioned(level, version)
+    for test in ("assert f() == 1", "x = f()\nassert x == 1"):
+        outcome = run_case(ex, program, test, {"fail", "error", "timeout"})
+        assert outcome.outcome != "pass"
+
+
+@LEVELS
+@VERSIONS
+@pytest.mark.parametrize("name", sorted(VALUE_ATTACKS))
+def test_values_that_run_code_during_the_report_forge_no_pass(versioned, run_case, level, version, name):
+    program, test = VALUE_ATTACKS[name]
+    outcome = run_case(versioned(level, version), REWRITER + program, test, {"fail", "error", "timeout"})
+    assert outcome.outcome != "pass"
+
+
+@LEVELS
+@VERSIONS
+def test_benign_hooks_keep_working_across_steps(versioned, run_case, level, version):
+    """The runner takes the candidate's hooks away only while it reports: a trace function, a
+    signal handler and a generator set up by the program still work in the test's expression."""
+    program = ("import sys, signal\nEVENTS = []\ndef tracer(frame, event, arg):\n    EVENTS.append(event)\n    return None\n"
+               "sys.settrace(tracer)\nsignal.signal(signal.SIGUSR2, lambda *a: EVENTS.append('signal'))\n"
+               "def gen():\n    yield 1\n    yield 2\nG = gen()\n"
+               "def f():\n    import os\n    os.kill(os.getpid(), signal.SIGUSR2)\n    return [next(G), 'call' in EVENTS, 'signal' in EVENTS]\n")
+    run_case(versioned(level, version), program, "assert f() == [1, True, True]", {"pass"})
+
+
+# Tests judged by the project's own pytest inside the sandbox: the program escapes its test.
+PYTEST_ATTACKS = {
+    "pytest-skip": "import pytest\ndef f():\n    pytest.skip('not today')\n",
+    "pytest-xfail": "import pytest\ndef f():\n    pytest.xfail('expected')\n",
+    "pytest-exit": "import pytest\ndef f():\n    pytest.exit('done', returncode=0)\n",
+    "skip-the-module": "import pytest\npytest.skip('no tests here', allow_module_level=True)\ndef f():\n    return 2\n",
+    "patch-json": "import json\njson.dumps = lambda *a, **k: '{\"tests\": [{\"nodeid\": \"test_mod.py::test_f\", \"outcome\": \"pass\"}], \"collect_errors\": [], \"exit\": 0}'\n"
+                  "def f():\n    return 2\n",
+    "os-exit": "import os\ndef f():\n    os._exit(0)\n",
+    "sys-exit": "import sys\ndef f():\n    sys.exit(0)\n",
+    "print-pass": "def f():\n    print('1 passed in 0.01s')\n    print('{\"outcome\": \"pass\"}')\n    return 2\n",
+    "frames-rewrite": REWRITER + "def f():\n    rewrite(sys._getframe(1))\n    sys.settrace(hook)\n    return 2\n",
+}
+
+
+@LEVELS
+@pytest.mark.parametrize("name", sorted(PYTEST_ATTACKS))
+def test_pytest_judged_tests_forge_no_pass(sandboxes, level, name, tmp_path):
+    from engine.execution import project_run
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    module = root / "mod.py"
+    module.write_text("def f():\n    return 1\n")
+    test_file = root / "test_mod.py"
+    test_file.write_text("from mod import f\n\n\ndef test_f():\n    assert f() == 1\n")
+    for path in (tmp_path, root):
+        os.chmod(path, 0o755)
+    ex = sandboxes(level, project_root=str(root))
+    honest = project_run.run_module(ex, str(module), module.read_text(), str(root), [str(test_file)], trace=False)
+    assert [t.outcome for t in honest.tests] == ["pass"], (honest.tests, honest.problems)
+    run = project_run.run_module(ex, str(module), PYTEST_ATTACKS[name], str(root), [str(test_file)], trace=False)
+    outcomes = [t.outcome for t in run.tests]
+    assert "pass" not in outcomes and not {"skip", "xfail"} & set(outcomes), (run.tests, run.problems)
+    assert outcomes or run.problems, "the test vanished without a problem reported"
+
+
+# ---------------------------------------------------------------------------------------------
 # Benign programs keep working on every level
 # ---------------------------------------------------------------------------------------------
 
