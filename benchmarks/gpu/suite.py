@@ -12,7 +12,7 @@ Parts (random weights in the published shapes, engine.generation.random_models):
                                weights + KV (2 rows x 4,096 slots)
     mem:<config>:<precision>   the shape part's memory figures alone, with the peak and what stays
                                allocated after each phase (start, set_signal, steps)
-    rows:<config>              one forward at 1, 2, 3, 4 rows (the decoder layers cut to 4, no cache),
+    rows:<config>              one forward at 1, 2, 3, 4 rows (the decoder layers cut to 2, no cache),
                                eager and compiled, NF4 and bf16, and which bitsandbytes path each
                                NF4 forward took (benchmarks/gpu/nf4_rows.py)
     replay:<config>:<precision> bench replay on MBPP tasks, fast against paper (tasks one by one,
@@ -55,8 +55,8 @@ PLAN = [
     ("mem:qwen2.5-coder-1.5b:nf4", 20),
     ("mem:qwen2.5-coder-7b:bf16", 20),
     ("mem:qwen2.5-coder-1.5b:bf16", 20),
-    ("rows:qwen2.5-coder-7b", 90),
-    ("replay:qwen2.5-coder-1.5b:nf4:compile", 175),
+    ("rows:qwen2.5-coder-7b", 105),
+    ("replay:qwen2.5-coder-1.5b:nf4:compile", 160),
 ]
 KINDS = ("shape", "mem", "rows", "replay")
 DRY_PLAN = [("env", 30), ("shape:tiny:bf16", 200), ("shape:tiny:nf4", 200), ("mem:tiny:bf16", 60),
