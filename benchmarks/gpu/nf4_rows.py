@@ -111,9 +111,9 @@ def measure_rows(config: str, dry_run: bool, save) -> None:
     cuda = torch.cuda.is_available() and not dry_run
     config = "tiny" if dry_run else config
     layers = 2   # the per-layer cost is the question; fewer layers compile faster
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
-    if hasattr(torch._dynamo.config, "recompile_limit"):
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+    for name in ("cache_size_limit", "recompile_limit"):   # one graph per row count (dynamic=False)
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 16))
     mode = "reduce-overhead" if cuda else "default"
     save(config=config, layers=layers, compile_mode=mode, rows=list(ROWS))
     paths = CudaPaths()
