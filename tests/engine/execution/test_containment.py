@@ -4,7 +4,9 @@ Host unix sockets (a listener in HOME, in /run/user/UID and inside the workspace
 one), the user's files (the HOME sentinel, /etc/shadow, /root, /run, /mnt...), kernel settings
 (/proc/sys), new namespaces, the kernel surface seccomp denies, identity and capabilities, signals
 to host processes, and tampering with the in-sandbox reporting code (sys.modules, gc, frames,
-class dictionaries). conftest.py's run_case checks the common bars after each case.
+class dictionaries; the runner's own frames, hooks, signal handlers, threads and finalizers, under
+Python 3.11, 3.12 and 3.13; tests judged by the project's pytest). conftest.py's run_case checks the
+common bars after each case.
 """
 
 from __future__ import annotations
@@ -275,6 +277,10 @@ FRAME_ATTACKS = {
     "child-reports": "def attack():\n    if os.fork() == 0:\n        p = marshal.dumps(('step', 1, 'leaf', marshal.dumps(('value', ('i', 1))), False))\n"
                      "        for fd in range(65):\n            try:\n                os.write(fd, b'EGR1' + bytes(16) + len(p).to_bytes(4, 'big') + p)\n"
                      "            except OSError:\n                pass\n        os._exit(0)\n    os.wait()\n",
+    "thread-writes-after": "def writer():\n    p = marshal.dumps(('end', None))\n    while True:\n        for fd in range(3, 65):\n"
+                           "            try:\n                os.write(fd, b'EGR1' + bytes(16) + len(p).to_bytes(4, 'big') + p)\n"
+                           "            except OSError:\n                pass\n"
+                           "def attack():\n    threading.Thread(target=writer, daemon=True).start()\n",
     "atexit-and-exit": "import atexit\ndef attack():\n    atexit.register(lambda: os.write(3, b'EGR1' + bytes(20)))\n    sys.exit(0)\n",
     "code-replacement": "def attack():\n    def forged(*a, **k):\n        return ('value', ('i', 1))\n"
                         "    frame = sys._getframe(1)\n    while frame is not None:\n        for v in list(frame.f_globals.values()) + list(frame.f_locals.values()):\n"
@@ -366,6 +372,15 @@ def test_benign_hooks_keep_working_across_steps(versioned, run_case, level, vers
     run_case(versioned(level, version), program, "assert f() == [1, True, True]", {"pass"})
 
 
+def test_block_tests_follow_pythons_own_comparison(sandboxes, run_case):
+    """The decision for objects whose __eq__ always says True: a single assert compares on the host
+    (fail), a block test runs as Python runs it (pass, as under pytest)."""
+    program = "class Yes:\n    def __eq__(self, other):\n        return True\ndef f():\n    return Yes()\n"
+    ex = sandboxes("bubblewrap")
+    run_case(ex, program, "assert f() == 1", {"fail"})
+    run_case(ex, program, "x = f()\nassert x == 1", {"pass"})
+
+
 # Tests judged by the project's own pytest inside the sandbox: the program escapes its test.
 PYTEST_ATTACKS = {
     "pytest-skip": "import pytest\ndef f():\n    pytest.skip('not today')\n",
@@ -376,8 +391,12 @@ PYTEST_ATTACKS = {
                   "def f():\n    return 2\n",
     "os-exit": "import os\ndef f():\n    os._exit(0)\n",
     "sys-exit": "import sys\ndef f():\n    sys.exit(0)\n",
+    "forged-records-on-every-fd": "import marshal, os\ndef f():\n    p = marshal.dumps(('result', {'error': None, 'project': {'tests': "
+                                  "[{'nodeid': 'test_mod.py::test_f', 'outcome': 'pass'}], 'collect_errors': [], 'exit': 0}}))\n"
+                                  "    for fd in range(65):\n        try:\n            os.write(fd, b'EGR1' + bytes(16) + len(p).to_bytes(4, 'big') + p)\n"
+                                  "        except OSError:\n            pass\n    return 2\n",
     "print-pass": "def f():\n    print('1 passed in 0.01s')\n    print('{\"outcome\": \"pass\"}')\n    return 2\n",
-    "frames-rewrite": REWRITER + "def f():\n    rewrite(sys._getframe(1))\n    sys.settrace(hook)\n    return 2\n",
+    "frames-rewrite": REWRITER + "def f():\n    rewrite(sys._getframe(1))\n    return 2\n",
 }
 
 

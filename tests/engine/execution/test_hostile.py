@@ -84,6 +84,8 @@ CASES = [
          outcomes={"fail", "error"}),
     case("ignore-sigalrm-sigterm-and-loop", "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ndef f():\n    while True:\n        pass\n",
          outcomes={"timeout"}, limits_too=True),
+    case("swallow-the-soft-time-limit", "import signal\nsignal.signal(signal.SIGUSR1, lambda *a: None)\nsignal.signal(signal.SIGALRM, lambda *a: None)\n"
+         "signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)\ndef f():\n    while True:\n        pass\n", outcomes={"timeout"}),
     case("catch-everything-and-loop", "def f():\n    while True:\n        try:\n            while True:\n                pass\n        except BaseException:\n            pass\n", outcomes={"timeout"}),
     case("kill-process-group", "import os, signal\ndef f():\n    os.kill(0, signal.SIGKILL)\n    return 2\n", outcomes={"fail", "error"}, limits_too=True),
     case("kill-everything", "import os, signal\ndef f():\n    for s in (signal.SIGTERM, signal.SIGKILL):\n        try:\n            os.kill(-1, s)\n        except OSError:\n            pass\n    return 2\n",
