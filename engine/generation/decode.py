@@ -105,9 +105,10 @@ def _attention_mask(model, kv: KV, length: int, k: int) -> torch.Tensor | None:
 # Prompts are prefilled in chunks of at most this many tokens: one forward over N tokens holds
 # activations for all of them at once (the MLP's [tokens, intermediate] tensors are the largest:
 # about 0.5 GB for the 7B shape at 3,600 tokens, 4 GB at 32k). Chunks give the same keys and values
-# up to rounding; in bf16 that rounding can flip a near-tie in sampling, so prompts up to this
-# size (the editor's usual ones) are prefilled in one forward exactly as before.
-PREFILL_CHUNK = 2048
+# up to rounding, but in bf16 that rounding can flip a near-tie in sampling, and on a CPU a chunk
+# after the first was slower than one forward over both (docs/benchmarks.md): only prompts past
+# 4,096 tokens are cut, where the activations grow large.
+PREFILL_CHUNK = 4096
 
 
 def feed(model, kv: KV, ids: Sequence[int], chunk: int | None = None) -> None:
