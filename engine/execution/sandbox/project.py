@@ -161,6 +161,7 @@ class _Recorder:
         self.collect_errors = []
         self.current = None
         self.escaped = set()   # tests whose program called pytest.skip/xfail/exit: failed, whatever follows
+        self.pending = set()   # tests started whose deciding report has not arrived yet
 
     def pytest_sessionstart(self, session):
         # pytest's assertion rewriter (put first on sys.meta_path at configure time) would load the
@@ -176,8 +177,12 @@ class _Recorder:
     def pytest_runtest_protocol(self, item, nextitem):
         self.current = item.nodeid
         self.order.append(item.nodeid)
-        self.results[item.nodeid] = {"nodeid": item.nodeid, "outcome": "pass", "message": "", "seconds": 0.0,
-                                     "trace": None, "line": _item_line(item), "file": _item_file(item)}
+        # An error until pytest reports how the test went: a test whose reports never arrive (the
+        # program broke pytest's reporting, or this recorder's) did not pass.
+        self.results[item.nodeid] = {"nodeid": item.nodeid, "outcome": "error", "seconds": 0.0,
+                                     "message": "pytest reported no outcome for this test", "trace": None,
+                                     "line": _item_line(item), "file": _item_file(item)}
+        self.pending.add(item.nodeid)
         return None
 
     def _arm(self, nodeid: str) -> None:
@@ -288,6 +293,9 @@ class _Recorder:
         entry = self.results.get(report.nodeid)
         if entry is None or report.nodeid in self.escaped:
             return
+        if report.nodeid in self.pending and (report.when == "call" or report.skipped or report.failed):
+            self.pending.discard(report.nodeid)  # the first report that decides: judged from here on
+            entry["outcome"], entry["message"] = "pass", ""
         wasxfail = hasattr(report, "wasxfail")
         if report.when == "call":
             entry["seconds"] = round(float(getattr(report, "duration", 0.0) or entry["seconds"]), 6)

@@ -400,9 +400,27 @@ PYTEST_ATTACKS = {
 }
 
 
+def _tampering_program(route: str, where: str) -> str:
+    tamper = TAMPERING[route]
+    if route == "frames":
+        body = tamper + ("tamper_frames()\n" if where == "program" else "")
+        call = "    tamper_frames()\n" if where == "call" else ""
+    else:
+        body = tamper if where == "program" else ""
+        call = "".join("    " + line + "\n" for line in tamper.splitlines()) if where == "call" else ""
+    return FORGER + body + "def f():\n" + call + "    return 2\n"
+
+
+PYTEST_ATTACKS.update({f"tampering-{route}-in-{where}": _tampering_program(route, where)
+                       for route in TAMPERING for where in ("program", "call")})
+
+
 @LEVELS
 @pytest.mark.parametrize("name", sorted(PYTEST_ATTACKS))
 def test_pytest_judged_tests_forge_no_pass(sandboxes, level, name, tmp_path):
+    """The program escapes or breaks the pytest session that judges it (skip/xfail/exit, a patched
+    json, exits, fake output, guessed records, rebound or rewritten reporting code): its test does
+    not pass, and does not vanish without a problem reported."""
     from engine.execution import project_run
 
     root = tmp_path / "proj"
