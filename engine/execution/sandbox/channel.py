@@ -2,7 +2,8 @@
 
 Host <-> worker: length-prefixed JSON frames over the worker's stdin/stdout.
 T -> M (the result channel): T's fd 3 carries records, each ``EGR1`` + a per-test nonce + length +
-a marshal payload, ending with an "end" or "result" record. M parses them as they arrive
+a marshal payload, ending with an "end" or "result" record (the sealed runner buffers its records
+after the header page and writes them at once). M parses them as they arrive
 (``ResultFrame``) and treats anything else written there as the candidate's doing.
 
 The nonce never exists as a Python object in T: M draws it into a private anonymous page (the
@@ -33,6 +34,10 @@ raw_write.argtypes, raw_write.restype = (ctypes.c_int, ctypes.c_void_p, ctypes.c
 memmove = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(ctypes._memmove_addr)
 memset = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)(ctypes._memset_addr)
 HEADER: list = []  # [address of the header page], mapped once per worker
+# After the header page, the sealed runner's record buffer: [fill (8 bytes)] [records...]; it is
+# written to fd 3 in one go at the end (one wake-up of M per test), or when a record would not fit.
+PAGE = 4096
+RECORDS_BYTES = 1 << 20
 
 
 def header_address() -> int:
@@ -42,7 +47,7 @@ def header_address() -> int:
         mmap = ctypes.CDLL(None, use_errno=True).mmap
         mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
         mmap.restype = ctypes.c_void_p
-        address = mmap(None, 4096, 0x1 | 0x2, 0x02 | 0x20, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+        address = mmap(None, PAGE + RECORDS_BYTES, 0x1 | 0x2, 0x02 | 0x20, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
         if not address or address == ctypes.c_void_p(-1).value:
             raise OSError(ctypes.get_errno(), "could not map the result header")
         memmove(address, RESULT_MAGIC, 4)

@@ -17,9 +17,9 @@ attack that forged a pass before it:
   runs then (a signal handler, ``__del__``, a metaclass's ``__hash__``, ...) trips the guard,
   which overwrites the nonce in the header page: M rejects every later record of the test.
   ``_off`` gives the candidate its hooks back before its next step.
-- Each step's record leaves for M as soon as it is known (channel.py writes the header straight
-  from the header page, so the nonce is never a Python object here); code that runs later cannot
-  change it, and M checks that the records come in order.
+- Each step's record is final as soon as it is known: marshalled and copied, with its header taken
+  from the header page in C (the nonce is never a Python object here), into the buffer after that
+  page, which goes to M in one write at the end; M checks that the records come in order.
 What remains (a thread of the candidate's that gets one more time slice while a report is
 written, hooks of two kinds re-arming each other while the guard goes on, ctypes) is in
 docs/architecture.md.
@@ -27,11 +27,11 @@ docs/architecture.md.
 
 from __future__ import annotations
 
+import _signal
+import ctypes
 import functools
 import gc
-import itertools
 import marshal
-import _signal
 import operator
 import struct
 import sys
@@ -199,18 +199,40 @@ def _send_step(position, kind, body, interrupted):
 
 
 def _send(payload):
-    """The header straight from the header page, then the payload; the GIL stays held."""
+    """The record into the buffer after the header page (its header copied from the page: the nonce
+    never becomes a Python object); flushed at the end, or first when it would not fit."""
     size = "@len@"(payload)
-    "@memmove@"("@length_at@", "@pack@"(">I", size), 4)
-    done = 0
-    while done < "@header_size@":
-        wrote = "@write@"("@result_fd@", "@header_at@" + done, "@header_size@" - done)
-        if wrote <= 0:
+    fill = "@from_bytes@"("@string_at@"("@fill_at@", 8), "little")
+    if fill + "@header_size@" + size > "@records_bytes@":
+        if not "@fn@"("@flush@", "@g@")(fill):
             return False
-        done += wrote
+        fill = 0
+    if "@header_size@" + size > "@records_bytes@":  # larger than the buffer: header and payload go straight out
+        "@memmove@"("@length_at@", "@pack@"(">I", size), 4)
+        return "@fn@"("@write_out@", "@g@")("@header_at@", "@header_size@") \
+            and "@fn@"("@write_out@", "@g@")(payload, size)
+    at = "@records_at@" + fill
+    "@memmove@"(at, "@header_at@", 20)
+    "@memmove@"(at + 20, "@pack@"(">I", size), 4)
+    "@memmove@"(at + 24, payload, size)
+    "@memmove@"("@fill_at@", "@pack@"("<Q", fill + "@header_size@" + size), 8)
+    return True
+
+
+def _flush(fill):
+    """The buffered records to fd 3 in one write."""
+    "@memmove@"("@fill_at@", "@pack@"("<Q", 0), 8)
+    return "@fn@"("@write_out@", "@g@")("@records_at@", fill)
+
+
+def _write_out(data, size):
+    """``size`` bytes from an address (int) or a bytes object to fd 3; the GIL stays held."""
     done = 0
     while done < size:
-        wrote = "@write@"("@result_fd@", payload[done:] if done else payload, size - done)
+        if "@type@"(data) is "@int_type@":
+            wrote = "@write@"("@result_fd@", data + done, size - done)
+        else:
+            wrote = "@write@"("@result_fd@", data[done:] if done else data, size - done)
         if wrote <= 0:
             return False
         done += wrote
@@ -240,6 +262,7 @@ def _end(streams, trace):
     except:  # noqa: E722 - an odd trace: the verdict goes without it
         payload = "@dumps@"(("end", None))
     "@fn@"("@send@", "@g@")(payload)
+    "@fn@"("@flush@", "@g@")("@from_bytes@"("@string_at@"("@fill_at@", 8), "little"))
     "@exit@"(0)
 
 
@@ -256,11 +279,11 @@ def send_compile_error(described: tuple) -> None:
     channel.send_record(marshal.dumps(("step", 0, "exec", described, False)))
 
 
-TEMPLATES = {"noop": _noop, "send": _send, "send_step": _send_step, "encoder": _encoder, "off": _off, "piece": _piece,
+TEMPLATES = {"noop": _noop, "write_out": _write_out, "flush": _flush, "send": _send, "send_step": _send_step, "encoder": _encoder, "off": _off, "piece": _piece,
              "help": _help, "report": _report, "finish": _finish, "end": _end, "guard": _guard, "on": _on,
              "trace_result": _trace_result, "run": _run}  # in the order they are built (each uses earlier ones)
 # Entered while the guard is on; none of them refers to the guard's code (it refers to them).
-GUARDED = ("send", "send_step", "encoder", "off", "piece", "help", "report", "finish", "end")
+GUARDED = ("write_out", "flush", "send", "send_step", "encoder", "off", "piece", "help", "report", "finish", "end")
 # Standard-library modules whose Python code the encoder may run (pathlib's __str__).
 ENCODER_STDLIB = ("pathlib", "pathlib._local", "pathlib._abc", "posixpath", "ntpath", "genericpath")
 
@@ -334,7 +357,10 @@ def build(parts: tuple, builtins_items: tuple, time_limit, extra_allowed=(), our
         "@list_type@": list, "@failed@": object(), "@time_limit@": time_limit, "@len@": len,
         "@memmove@": channel.memmove, "@length_at@": header + 20, "@pack@": struct.pack,
         "@header_size@": channel.RESULT_HEADER, "@write@": channel.raw_write, "@result_fd@": channel.RESULT_FD,
-        "@header_at@": header, "@constants@": constants, "@encoder_builtins@": encoder_builtins,
+        "@header_at@": header, "@fill_at@": header + channel.PAGE, "@records_at@": header + channel.PAGE + 8,
+        "@records_bytes@": channel.RECORDS_BYTES - 8, "@from_bytes@": int.from_bytes, "@int_type@": int,
+        "@string_at@": ctypes._string_at,  # the C function (string_at is Python code)
+        "@constants@": constants, "@encoder_builtins@": encoder_builtins,
         "@exact@": exact, "@exception@": Exception, "@codes@": codes, "@exit@": exit_now, "@id@": id,
         # _signal's own functions: the signal module's wrappers turn every number into an enum (70 us a call)
         "@sigmask@": _signal.pthread_sigmask, "@sig_block@": _signal.SIG_BLOCK, "@sig_setmask@": _signal.SIG_SETMASK,
