@@ -279,9 +279,10 @@ def send_compile_error(described: tuple) -> None:
     channel.send_record(marshal.dumps(("step", 0, "exec", described, False)))
 
 
-TEMPLATES = {"noop": _noop, "write_out": _write_out, "flush": _flush, "send": _send, "send_step": _send_step, "encoder": _encoder, "off": _off, "piece": _piece,
-             "help": _help, "report": _report, "finish": _finish, "end": _end, "guard": _guard, "on": _on,
-             "trace_result": _trace_result, "run": _run}  # in the order they are built (each uses earlier ones)
+TEMPLATES = {"noop": _noop, "write_out": _write_out, "flush": _flush, "send": _send, "send_step": _send_step,
+             "encoder": _encoder, "off": _off, "piece": _piece, "help": _help, "report": _report, "finish": _finish,
+             "end": _end, "guard": _guard, "on": _on, "trace_result": _trace_result,
+             "run": _run}  # in the order they are built (each uses earlier ones)
 # Entered while the guard is on; none of them refers to the guard's code (it refers to them).
 GUARDED = ("write_out", "flush", "send", "send_step", "encoder", "off", "piece", "help", "report", "finish", "end")
 # Standard-library modules whose Python code the encoder may run (pathlib's __str__).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from engine.errors import UserError
@@ -22,3 +23,36 @@ def level_available(level: str) -> str:
     except UserError as error:
         return str(error)
     return ""
+
+
+PYENV = os.path.expanduser("~/.pyenv/versions")
+OTHER_PYTHONS = {"3.12": f"{PYENV}/3.12.1/bin/python", "3.13": f"{PYENV}/3.13.0/bin/python"}
+
+
+def versioned_executors():
+    """get(level, version) -> an Executor whose sandbox worker runs under that Python ("own": the
+    .venv's), made once; and close() for the fixture's teardown. Skips where a level or a Python
+    is missing here."""
+    import pytest
+
+    from engine.execution.executor import Executor
+
+    made = {}
+
+    def get(level, version):
+        key = (level, version)
+        if key not in made:
+            problem = level_available(level)
+            if problem:
+                pytest.skip(f"{level} is not available here: {problem}")
+            python = OTHER_PYTHONS.get(version)
+            if version != "own" and not (python and os.path.exists(python)):
+                pytest.skip(f"no Python {version} here")
+            made[key] = Executor(workers=2, limits=LIMITS, isolation=level, project_root=str(REPO), python=python)
+        return made[key]
+
+    def close():
+        for ex in made.values():
+            ex.close()
+
+    return get, close

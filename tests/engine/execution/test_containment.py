@@ -20,7 +20,7 @@ import subprocess
 import uuid
 
 import pytest
-from containment_support import ISOLATING_LEVELS
+from containment_support import ISOLATING_LEVELS, versioned_executors
 
 LEVELS = pytest.mark.parametrize("level", ISOLATING_LEVELS)
 X86_64 = platform.machine() == "x86_64"
@@ -190,9 +190,10 @@ TAMPERING = {
 
 
 @LEVELS
+@pytest.mark.parametrize("version", ["own", "3.12", "3.13"])
 @pytest.mark.parametrize("where", ["program", "call"])
 @pytest.mark.parametrize("route", sorted(TAMPERING))
-def test_tampering_with_the_reporting_code_forges_no_pass(sandboxes, run_case, level, route, where):
+def test_tampering_with_the_reporting_code_forges_no_pass(versioned, run_case, level, route, where, version):
     """f() returns 2 (or an object that cannot cross) after re-binding whatever looks like the
     reporting code; `assert f() == 1` (and a block test) must not pass."""
     tamper = TAMPERING[route]
@@ -204,7 +205,7 @@ def test_tampering_with_the_reporting_code_forges_no_pass(sandboxes, run_case, l
         call = "".join("    " + line + "\n" for line in tamper.splitlines()) if where == "call" else ""
     program = FORGER + body + "class Yes:\n    def __eq__(self, other):\n        return True\n" \
         + "def f():\n" + call + "    return 2\n" + "def g():\n" + call + "    return Yes()\n"
-    ex = sandboxes(level)
+    ex = versioned(level, version)
     for test in ("assert f() == 1", "x = f()\nassert x == 1", "assert g() == 1"):
         outcome = run_case(ex, program, test, {"fail", "error"})
         assert outcome.outcome != "pass"
@@ -303,34 +304,13 @@ VALUE_ATTACKS = {
     "del-rewrites": ("class D:\n    def __del__(self):\n        rewrite(sys._getframe(1))\nKEEP = []\n"
                      "def f():\n    KEEP.append([D() for _ in range(100)])\n    KEEP.clear()\n    return 2\n", "assert f() == 1"),
 }
-PYENV = os.path.expanduser("~/.pyenv/versions")
-OTHER_PYTHONS = {"3.12": f"{PYENV}/3.12.1/bin/python", "3.13": f"{PYENV}/3.13.0/bin/python"}
-
-
 @pytest.fixture(scope="module")
 def versioned():
     """One executor per (level, Python): the sandbox worker under 3.12 and 3.13 too (f_locals writes
     through on 3.13; sys.monitoring from 3.12)."""
-    from containment_support import LIMITS, REPO, level_available
-    from engine.execution.executor import Executor
-
-    made = {}
-
-    def get(level, version):
-        key = (level, version)
-        if key not in made:
-            problem = level_available(level)
-            if problem:
-                pytest.skip(f"{level} is not available here: {problem}")
-            python = OTHER_PYTHONS.get(version)
-            if version != "own" and not (python and os.path.exists(python)):
-                pytest.skip(f"no Python {version} here")
-            made[key] = Executor(workers=2, limits=LIMITS, isolation=level, project_root=str(REPO), python=python)
-        return made[key]
-
+    get, close = versioned_executors()
     yield get
-    for ex in made.values():
-        ex.close()
+    close()
 
 
 VERSIONS = pytest.mark.parametrize("version", ["own", "3.12", "3.13"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from containment_support import ISOLATING_LEVELS, LIMITS, REPO, level_available
+from containment_support import ISOLATING_LEVELS, LIMITS, REPO, level_available, versioned_executors
 from engine.execution import executor as executor_module
 from engine.execution.executor import Executor
 NOT_PASS = {"fail", "error", "timeout"}
@@ -154,6 +154,30 @@ def test_hostile_under_limits(sandboxes, run_case, program, test, outcomes, mess
     if ex.pid_namespace == "none" and "os.kill(-1" in program:
         pytest.skip("no PID namespace here: kill(-1) would reach this test runner (use bubblewrap)")
     run_case(ex, program, test, outcomes, message)
+
+
+ON_OTHER_PYTHONS = ["os-exit-0", "sys-exit-in-test", "sys-exit-in-assert", "atexit-handler", "print-pass",
+                    "forged-json-on-every-fd", "forged-json-then-exit", "del-exits", "del-forges-result", "gc-hunt-for-nonce",
+                    "settrace-none", "settrace-custom", "patch-assertionerror", "patch-assertionerror-block",
+                    "patch-json-and-marshal", "eq-always-true", "thread-keeps-running", "kill-process-group",
+                    "ignore-sigalrm-sigterm-and-loop", "swallow-the-soft-time-limit", "infinite-loop"]
+
+
+@pytest.fixture(scope="module")
+def versioned():
+    get, close = versioned_executors()
+    yield get
+    close()
+
+
+@pytest.mark.parametrize("name", ON_OTHER_PYTHONS)
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+@pytest.mark.parametrize("level", ISOLATING_LEVELS)
+def test_hostile_under_other_pythons(versioned, run_case, level, version, name):
+    """The sandbox worker can run the project's interpreter: the exits, fake results, forged frames,
+    hooks and patches hold there too."""
+    (param,) = [c for c in CASES if c.id == name]
+    run_case(versioned(level, version), *param.values)
 
 
 def test_there_are_enough_hostile_cases():
