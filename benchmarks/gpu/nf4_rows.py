@@ -25,20 +25,20 @@ from collections import Counter
 ROWS = (1, 2, 3, 4)
 
 
-def _sync():
+def sync_device():
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def _median_ms(function, repeats: int) -> float:
+def median_ms(function, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        _sync()
+        sync_device()
         begin = time.perf_counter()
         function()
-        _sync()
+        sync_device()
         times.append(time.perf_counter() - begin)
     return round(1000 * statistics.median(times), 3)
 
@@ -136,16 +136,16 @@ def measure_rows(config: str, dry_run: bool, save) -> None:
                     if precision == "nf4":
                         entry["ops"] = bnb_op_calls(forward)
                         entry["cuda_paths_eager"] = paths.take()
-                    entry["eager_ms"] = _median_ms(forward, 3 if dry_run else 10)
+                    entry["eager_ms"] = median_ms(forward, 3 if dry_run else 10)
                     compiled = torch.compile(forward, mode=mode, dynamic=False)
                     begin = time.perf_counter()
                     compiled()
                     compiled()
-                    _sync()
+                    sync_device()
                     entry["compile_s"] = round(time.perf_counter() - begin, 1)
                     if precision == "nf4":
                         entry["cuda_paths_compiled"] = paths.take()
-                    entry["compiled_ms"] = _median_ms(compiled, 3 if dry_run else 20)
+                    entry["compiled_ms"] = median_ms(compiled, 3 if dry_run else 20)
                     entry["compiled_max_abs_difference"] = round(float((compiled().float() - forward().float()).abs().max()), 5)
                     result[str(rows)] = entry
                     save(**{precision: result})

@@ -42,6 +42,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # nf4_rows beside this file
+
+from nf4_rows import median_ms, sync_device  # noqa: E402 - the timing helpers both files use
 
 # (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s). The
 # first run (benchmarks/results/gpu-nvidia-h100-80gb-hbm3-20261126-*.json) measured the shapes'
@@ -179,7 +182,7 @@ def run_part(part: str, out: Path, args) -> int:
     elif kind == "mem":
         measure_memory_only(rest[0], rest[1], args.dry_run, save)
     elif kind == "rows":
-        from nf4_rows import measure_rows   # benchmarks/gpu/nf4_rows.py
+        from nf4_rows import measure_rows
 
         measure_rows(rest[0], args.dry_run, save)
     elif kind == "replay":
@@ -219,24 +222,6 @@ def _load(config: str, precision: str, dry_run: bool):
                         quantization=quantization, layers=None)
 
 
-def _sync():
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _median_ms(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        _sync()
-        begin = time.perf_counter()
-        function()
-        _sync()
-        times.append(time.perf_counter() - begin)
-    return 1000 * statistics.median(times)
-
-
 def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
     import torch
 
@@ -249,7 +234,7 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
     started = time.perf_counter()
     loaded = _load(config, precision, dry_run)
     model, tokenizer = loaded.model, loaded.tokenizer
-    _sync()
+    sync_device()
     weights_mb = torch.cuda.memory_allocated() / 2**20 if cuda else sum(
         p.numel() * p.element_size() for p in model.parameters()) / 2**20
     save(config=config, precision=precision, build_s=round(time.perf_counter() - started, 1),
@@ -268,7 +253,7 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
                 decode.forward(model, kv, ids)
                 decode.crop(kv, kv.length - 1)
             step()
-            latency[str(rows)] = round(_median_ms(step, 3 if dry_run else 10), 3)
+            latency[str(rows)] = round(median_ms(step, 3 if dry_run else 10), 3)
         del base
         save(forward_ms_by_rows=latency, context_tokens=len(prompt))
 
@@ -284,10 +269,10 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
             dec, kv = fresh(gamma)
             token, chosen, times = dec.pending, [], []
             for _ in range(tokens + 2):
-                _sync()
+                sync_device()
                 begin = time.perf_counter()
                 token = step(kv, token)
-                _sync()
+                sync_device()
                 times.append(time.perf_counter() - begin)
                 chosen.append(token)
             return chosen, 1000 * statistics.median(times[2:])
@@ -316,7 +301,7 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
                 stepper = CompiledStep(model, rows, gamma)
                 begin = time.perf_counter()
                 stepper.step(fresh(gamma)[1], prompt[-1])
-                _sync()
+                sync_device()
                 compile_s = time.perf_counter() - begin
                 chosen, ms = tokens_and_ms(gamma, stepper.step)
                 save(**{f"{name}_compile_s": round(compile_s, 1), f"{name}_compiled_ms_per_token": round(ms, 3),
@@ -366,11 +351,11 @@ def measure_memory(model, tokenizer, weights_mb: float, cuda: bool, dry_run: boo
     with torch.inference_mode():
         for name, function in (("start", start), ("set_signal", signal), ("steps", steps)):
             if cuda:
-                _sync()
+                sync_device()
                 torch.cuda.reset_peak_memory_stats()
                 before = torch.cuda.memory_allocated() / 2**20
                 function()
-                _sync()
+                sync_device()
                 phase = {"allocated_before_mb": round(before), "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20),
                          "allocated_after_mb": round(torch.cuda.memory_allocated() / 2**20)}
             else:
@@ -412,7 +397,7 @@ def measure_memory_only(config: str, precision: str, dry_run: bool, save) -> Non
     cuda = torch.cuda.is_available() and not dry_run
     started = time.perf_counter()
     loaded = _load(config, precision, dry_run)
-    _sync()
+    sync_device()
     weights_mb = torch.cuda.memory_allocated() / 2**20 if cuda else sum(
         p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
     save(config=config, precision=precision, build_s=round(time.perf_counter() - started, 1),
