@@ -189,13 +189,8 @@ TAMPERING = {
 }
 
 
-@LEVELS
-@pytest.mark.parametrize("version", ["own", "3.12", "3.13"])
-@pytest.mark.parametrize("where", ["program", "call"])
-@pytest.mark.parametrize("route", sorted(TAMPERING))
-def test_tampering_with_the_reporting_code_forges_no_pass(versioned, run_case, level, route, where, version):
-    """f() returns 2 (or an object that cannot cross) after re-binding whatever looks like the
-    reporting code; `assert f() == 1` (and a block test) must not pass."""
+def _tampering_parts(route: str, where: str) -> tuple[str, str]:
+    """(module-level code, code at the start of f) that tampers in the program or in the call."""
     tamper = TAMPERING[route]
     if route == "frames":
         body = tamper + ("tamper_frames()\n" if where == "program" else "")
@@ -203,6 +198,17 @@ def test_tampering_with_the_reporting_code_forges_no_pass(versioned, run_case, l
     else:
         body = tamper if where == "program" else ""
         call = "".join("    " + line + "\n" for line in tamper.splitlines()) if where == "call" else ""
+    return body, call
+
+
+@LEVELS
+@pytest.mark.parametrize("version", ["own", "3.12", "3.13"])
+@pytest.mark.parametrize("where", ["program", "call"])
+@pytest.mark.parametrize("route", sorted(TAMPERING))
+def test_tampering_with_the_reporting_code_forges_no_pass(versioned, run_case, level, route, where, version):
+    """f() returns 2 (or an object that cannot cross) after re-binding whatever looks like the
+    reporting code; `assert f() == 1` (and a block test) must not pass."""
+    body, call = _tampering_parts(route, where)
     program = FORGER + body + "class Yes:\n    def __eq__(self, other):\n        return True\n" \
         + "def f():\n" + call + "    return 2\n" + "def g():\n" + call + "    return Yes()\n"
     ex = versioned(level, version)
@@ -381,13 +387,7 @@ PYTEST_ATTACKS = {
 
 
 def _tampering_program(route: str, where: str) -> str:
-    tamper = TAMPERING[route]
-    if route == "frames":
-        body = tamper + ("tamper_frames()\n" if where == "program" else "")
-        call = "    tamper_frames()\n" if where == "call" else ""
-    else:
-        body = tamper if where == "program" else ""
-        call = "".join("    " + line + "\n" for line in tamper.splitlines()) if where == "call" else ""
+    body, call = _tampering_parts(route, where)
     return FORGER + body + "def f():\n" + call + "    return 2\n"
 
 
