@@ -8,6 +8,16 @@ import torch
 torch.set_num_threads(1)  # 2 shared cores: torch's thread pool makes tiny-model tests far slower
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests, whatever an earlier test set (`--threads` runs in this
+    process); tiny models on shared cores only lose to the thread pool (30x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- tiny model (engine/generation/tiny.py) ---------------------------------------------------------------
 
 @pytest.fixture(scope="session")

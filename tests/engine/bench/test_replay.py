@@ -11,12 +11,7 @@ from engine.bench import replay
 from engine.cli.main import main as egcfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_replay_reports_both_schemes_from_one_run(data_dir, capsys):

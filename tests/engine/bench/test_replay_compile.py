@@ -4,17 +4,11 @@ step (inductor on the CPU) and the replay commits the same lines as the eager on
 from __future__ import annotations
 
 import pytest
-import torch
 
 from engine.bench import replay
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

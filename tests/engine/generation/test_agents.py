@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,12 +21,7 @@ ADD = CompletionTask(function_name="add", source_before="import math\n\n\ndef ad
                      tests=["assert add(1, 2) == 3", "assert add(-1, 1) == 0"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def loaded(tiny_model_dir, structured: bool):
