@@ -15,7 +15,9 @@ from engine.generation import agents, batching, candidates, decode  # noqa: E402
 from engine.generation.events import CandidatesRun, LineCommitted  # noqa: E402
 from engine.generation.naive_reference import naive_guided_decode  # noqa: E402
 from test_agents import ADD, loaded  # noqa: E402,F401
-from test_decode import PROMPTS, SIGNALS, encode, one_thread, plain, structured, tokenizer  # noqa: E402,F401
+from test_decode import PROMPTS, SIGNALS, encode, plain, structured, tokenizer  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _requests(model, tokenizer):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from engine.generation import compiled, decode  # noqa: E402
 from engine.generation.naive_reference import naive_guided_decode  # noqa: E402
-from test_decode import PROMPTS, SIGNALS, decode_all, encode, one_thread, structured, tokenizer  # noqa: E402,F401
+from test_decode import PROMPTS, SIGNALS, decode_all, encode, structured, tokenizer  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_compiled_guided_decoding_equals_the_naive_reference(structured, tokenizer):

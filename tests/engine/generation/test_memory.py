@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from engine.generation import decode  # noqa: E402
 from engine.generation.naive_reference import naive_guided_decode  # noqa: E402
-from test_decode import PROMPTS, SIGNALS, decode_all, encode, one_thread, plain, structured, tokenizer  # noqa: E402,F401
+from test_decode import PROMPTS, SIGNALS, decode_all, encode, plain, structured, tokenizer  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _filled(kv):
