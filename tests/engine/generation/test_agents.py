@@ -151,7 +151,9 @@ def test_cancel_returns_within_one_forward_pass(structured, executor):
         events = events_of(structured, executor, ADD, gammas=[0.5], max_new_tokens=200, cancel=cancel)
     finally:
         handle.remove()
-    assert len(calls) == 8
+    # The token is set inside the 8th forward; at most the one forward already on its way may follow
+    # (about 1 run in 7 takes it: the run then ends at that forward's next cancel check).
+    assert 8 <= len(calls) <= 9
     finished = events[-1]
     assert isinstance(finished, Finished) and finished.status.startswith("cancel")
     assert any(isinstance(e, AgentFinished) and e.reason == "cancelled" for e in events)
