@@ -127,17 +127,35 @@ def reference_body(task, completion) -> str:
 # Counting
 
 class ForwardCounter:
-    """Counts forwards and the row-tokens they process (a pre-hook on the model)."""
+    """Counts forwards and the row-tokens they process: eager ones by a pre-hook on the model,
+    compiled steps by CompiledStep's own counters (inside compiled code the hook does nothing: a
+    Python int it changed would make torch.compile recompile every step)."""
 
     def __init__(self, model):
-        self.forwards = 0
-        self.tokens = 0
+        from engine.generation.compiled import CompiledStep
+
+        self.steps = CompiledStep
+        self.eager_forwards = 0
+        self.eager_tokens = 0
+        self.compiled_from = (CompiledStep.forwards, CompiledStep.row_tokens)
         self.handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
 
     def _count(self, module, args, kwargs):
+        import torch
+
+        if torch.compiler.is_compiling():
+            return
         ids = kwargs.get("input_ids", args[0] if args else None)
-        self.forwards += 1
-        self.tokens += int(ids.numel()) if ids is not None else 0
+        self.eager_forwards += 1
+        self.eager_tokens += int(ids.numel()) if ids is not None else 0
+
+    @property
+    def forwards(self) -> int:
+        return self.eager_forwards + self.steps.forwards - self.compiled_from[0]
+
+    @property
+    def tokens(self) -> int:
+        return self.eager_tokens + self.steps.row_tokens - self.compiled_from[1]
 
     def close(self):
         self.handle.remove()

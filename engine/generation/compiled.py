@@ -8,8 +8,13 @@ slot under the row's mask. Shapes are then the same from one token to the next, 
 `torch.compile(mode="reduce-overhead")` records the whole step as one CUDA graph on a GPU (on a
 CPU, inductor compiles it; tests use that).
 
-    stepper = CompiledStep(model, rows=2, gamma=3.0)   # per decoding: it owns its buffers
-    token = stepper.step(kv, token)                    # kv moves into the static buffers once
+    stepper = CompiledStep.shared(model, rows=2)   # one per model and row count
+    token = stepper.step(kv, token, gamma=3.0)     # kv moves into the static buffers
+
+One step (its buffers and its compiled code) serves every decoding of a model: a new step object per
+decoding would make torch.compile guard on it and compile again, and after eight objects fall back
+to eager for good. Decodings take turns on the buffers: the one that holds them keeps working in
+place, and when another asks, the holder gets a copy of its cache back (`evict`).
 
 The KV keeps working with every eager function (verify_draft, crop, drop_gap, prefills): its
 layers are re-bound onto the static buffers, so both paths read and write the same memory.
@@ -20,11 +25,17 @@ elsewhere (see `compilable`).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from engine.generation.decode import cache_argument
 from engine.generation.kv import KV
+
+# One code object serves every step, compiled once per row count and bucket: up to 2 x 7 graphs,
+# more than dynamo's default limit of 8 per code object (past it, it runs eager for good).
+torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
 
 BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -86,7 +97,21 @@ class _StaticLayer(CacheLayerMixin):
 
 
 class CompiledStep:
-    """One decoding's compiled one-token step over `rows` rows (1: greedy, 2: the guided pair)."""
+    """A compiled one-token step over `rows` rows (1: greedy, 2: the guided pair)."""
+
+    # Steps taken through any CompiledStep: counters outside the compiled code (a forward hook on
+    # the model runs inside it, where a changing Python int would make torch.compile recompile).
+    forwards = 0
+    row_tokens = 0
+
+    @classmethod
+    def shared(cls, model, rows: int) -> "CompiledStep":
+        """The model's step for `rows` rows, made on first use (kept on the model, so it lives as
+        long as the model does)."""
+        steps = model.__dict__.setdefault("_egcfg_compiled_steps", {})
+        if rows not in steps:
+            steps[rows] = cls(model, rows, 1.0)
+        return steps[rows]
 
     def __init__(self, model, rows: int, gamma: float, *, mode: str | None = None, compile: bool = True):
         self.model, self.rows = model, rows
@@ -99,6 +124,7 @@ class CompiledStep:
         self.gamma = torch.tensor(float(gamma), device=device)
         self.mask: torch.Tensor | None = None
         self.cache: Cache | None = None
+        self.holder: weakref.ref | None = None   # the KV bound to the buffers now
         self.cache_kwarg = cache_argument(model)   # looked up outside the compiled function
         if mode is None:
             mode = "reduce-overhead" if device.type == "cuda" else "default"
@@ -127,6 +153,7 @@ class CompiledStep:
         its layers and mask onto them."""
         if kv.rows != self.rows:
             raise ValueError(f"this step has {self.rows} rows, the cache {kv.rows}")
+        self.evict()
         needed = bucket_for(kv.length + room)
         if needed > self.capacity:
             self._allocate(kv, needed)
@@ -144,6 +171,17 @@ class CompiledStep:
             kv.mask = self.mask
         for layer in kv.layers:
             layer.capacity = self.capacity
+        self.holder = weakref.ref(kv)
+
+    def evict(self) -> None:
+        """Give the KV bound to the buffers a copy of its own, so another can use them."""
+        holder = self.holder() if self.holder is not None else None
+        self.holder = None
+        if holder is None or not self.holds(holder):
+            return   # gone, or moved off the buffers by an eager function (ensure_room)
+        for static, layer in zip(self.layers, holder.layers):
+            layer._adopt(static.keys.clone(), static.values.clone())
+        holder.mask = self.mask.clone()
 
     def holds(self, kv: KV) -> bool:
         return bool(self.layers) and kv.layers[0].buffer_keys is self.layers[0].keys and kv.mask is self.mask
@@ -158,10 +196,15 @@ class CompiledStep:
         scores = logp[0] + gamma * (logp[1] - logp[0]) if self.rows == 2 else logp[0]
         return scores.argmax(-1)
 
-    def step(self, kv: KV, token: int) -> int:
-        """Feed `token` to every row of `kv`; the guided argmax of the next token."""
+    def step(self, kv: KV, token: int, gamma: float | None = None) -> int:
+        """Feed `token` to every row of `kv`; the guided argmax of the next token (guidance
+        strength `gamma`, or the one the step was made with)."""
         if not self.holds(kv) or kv.length + 1 > self.capacity:
             self.adopt(kv)
+        if gamma is not None:
+            self.gamma.fill_(float(gamma))
+        CompiledStep.forwards += 1
+        CompiledStep.row_tokens += self.rows
         slot = kv.length
         self.slot.fill_(slot)
         self.ids.fill_(token)

@@ -458,8 +458,8 @@ def _compiled_choice(dec: Decoding, kv: KV) -> int:
     from engine.generation.compiled import CompiledStep
 
     if dec.stepper is None or dec.stepper.rows != kv.rows:
-        dec.stepper = CompiledStep(dec.model, kv.rows, dec.gamma)
-    token = dec.stepper.step(kv, dec.pending)
+        dec.stepper = CompiledStep.shared(dec.model, kv.rows)
+    token = dec.stepper.step(kv, dec.pending, gamma=dec.gamma)
     return forced_tokens(dec, 1)[0] if dec.force is not None else token
 
 

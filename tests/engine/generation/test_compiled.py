@@ -34,6 +34,34 @@ def test_compiled_guided_decoding_equals_the_naive_reference(structured, tokeniz
     assert dec.stepper is not None and dec.stepper.capacity in compiled.BUCKETS
 
 
+def test_decodings_take_turns_on_one_compiled_step(structured, tokenizer):
+    """Two decodings of one model, lines interleaved, different prompts and guidance strengths: they
+    share one step (one compiled function: a step per decoding would compile again each time), each
+    gets its cache back when the other takes the buffers, and each still picks the naive
+    reference's tokens."""
+    signals = [tokenizer.encode(s, add_special_tokens=False) for s in SIGNALS]
+    stop = decode.stop_token_ids(tokenizer, structured)
+    decs, references = [], []
+    for prompt, gamma in ((PROMPTS[2], 3.0), (PROMPTS[0], 1.5)):
+        ids, i_dyn = encode(tokenizer, *prompt)
+        decs.append(decode.start(structured, tokenizer, ids, i_dyn, gamma=gamma, def_indent=0, max_new_tokens=24,
+                                 stop_ids=stop, compile=True))
+        references.append(naive_guided_decode(structured, tokenizer, ids, i_dyn, lambda k, _: signals[k % 3],
+                                              gamma=gamma, def_indent=0, max_new_tokens=24, stop_ids=stop)[0])
+    lines = [0, 0]
+    done = [False, False]
+    while not all(done):
+        for which, dec in enumerate(decs):
+            if done[which]:
+                continue
+            decode.set_signal(dec, signals[lines[which] % 3])
+            done[which] = decode.guided_line(dec).stop
+            lines[which] += 1
+    assert min(lines) >= 2                           # the buffers changed hands mid-decoding
+    assert [dec.ids for dec in decs] == references
+    assert decs[0].stepper is decs[1].stepper is compiled.CompiledStep.shared(structured, 2)
+
+
 def test_buckets_and_what_stays_eager(monkeypatch):
     assert compiled.bucket_for(1) == 512 and compiled.bucket_for(513) == 1024 and compiled.bucket_for(5000) == 8192
 
