@@ -1,0 +1,348 @@
+"""Our NF4 matrix-vector product for decode steps of 1-4 rows (bitsandbytes' small-batch kernel
+was measured at ~10x from memory bandwidth on an H200: benchmarks/gpu, rows part).
+
+    report = use_nf4_gemv(model)       # every bitsandbytes Linear4bit: <= 4 rows through our kernel
+
+The weight stays bitsandbytes' own: W [N, K] flattened row-major, two 4-bit codes a byte (the even
+element in the high nibble), one absmax per `blocksize` consecutive elements; nested statistics keep
+that absmax as uint8 codes with a second level: absmax = code2[q] * absmax2[block // blocksize2] + offset.
+The dequantized element is code[q] * absmax in fp32, as bitsandbytes computes it; the product
+accumulates in fp32 and is rounded once to the input's dtype (bitsandbytes rounds W to it first).
+
+`egcfg::nf4_gemv` is a torch.library.triton_op, so torch.compile (fullgraph, CUDA graphs) captures
+the kernel; on other devices the op runs the pure-torch reference, which is also the tests' oracle.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from typing import NamedTuple, Optional
+
+import torch
+
+MAX_ROWS = 4            # larger inputs (prefills) keep bitsandbytes' path
+BLOCK_N = 16            # output features per program
+BLOCK_K = 256           # input elements per program and loop step (128 packed bytes a row)
+TARGET_PROGRAMS = 512   # split K until there are about this many programs
+CHECK_TOLERANCE = 1e-2  # max |ours - bitsandbytes| / max |bitsandbytes|: a few bf16 ulps
+# Why these sizes (unmeasured until the next GPU run): the kernel is memory-bound, so what matters is
+# bytes in flight. A [16, 256] step reads 16 rows x 128 contiguous bytes (one cache line each) and
+# holds 2 x 2,048 fp32 values in 4 warps (~32 registers a thread), leaving room for many programs an
+# SM. Few output features (q/o: 3,584 -> 224 blocks; k/v: 512 -> 32) would leave most of 132 SMs idle,
+# so K is split until ~512 programs (about 4 an SM) and the fp32 partial sums are added afterwards, in
+# a fixed order (no atomics: the same input gives the same bits, eager and compiled alike).
+NUM_WARPS = 4
+NUM_STAGES = 3
+
+
+class NF4Tensors(NamedTuple):
+    """What the kernel reads of one bitsandbytes NF4 weight (references, no copies)."""
+    packed: torch.Tensor    # uint8 [N*K/2]
+    absmax: torch.Tensor    # fp32 [N*K/blocksize], or uint8 codes when nested
+    code: torch.Tensor      # fp32 [16]: the NF4 levels
+    absmax2: torch.Tensor   # fp32 second-level scales (nested), else absmax again (unused)
+    code2: torch.Tensor     # fp32 [256] second-level codes (nested), else code again (unused)
+    offset: float           # added to the nested absmax
+    n: int
+    k: int
+    blocksize: int
+    blocksize2: int
+    nested: bool
+
+
+def nf4_tensors(weight) -> NF4Tensors:
+    """The tensors of a bitsandbytes `Params4bit` NF4 weight; ValueError (one sentence) if the kernel
+    cannot read it."""
+    state = getattr(weight, "quant_state", None)
+    if state is None:
+        raise ValueError("the weight has no bitsandbytes quant_state (not quantized yet)")
+    if state.quant_type != "nf4":
+        raise ValueError(f"the weight is {state.quant_type}, the kernel reads nf4 only")
+    if getattr(state, "packing_format_for_cpu", False):
+        raise ValueError("bitsandbytes repacked the weight for its CPU kernel")
+    if len(state.shape) != 2:
+        raise ValueError(f"the weight has shape {tuple(state.shape)}, not [out, in]")
+    n, k = (int(size) for size in state.shape)
+    blocksize = int(state.blocksize)
+    if blocksize not in (32, 64, 128, 256) or k % blocksize:
+        raise ValueError(f"blocksize {blocksize} with {k} input features: the kernel needs a blocksize "
+                         f"of 32-256 that divides the input features")
+    packed = weight.data.reshape(-1)
+    packed = packed if packed.dtype == torch.uint8 else packed.view(torch.uint8)
+    if packed.numel() * 2 != n * k:
+        raise ValueError(f"{packed.numel()} packed bytes do not hold a {n}x{k} weight")
+    if state.nested:
+        second = state.state2
+        return NF4Tensors(packed, state.absmax, state.code.float(), second.absmax.float(), second.code.float(),
+                          float(state.offset), n, k, blocksize, int(second.blocksize), True)
+    return NF4Tensors(packed, state.absmax.float(), state.code.float(), state.absmax.float(), state.code.float(),
+                      0.0, n, k, blocksize, 1, False)
+
+
+def block_scales(t: NF4Tensors) -> torch.Tensor:
+    """The fp32 absmax of every block (the nested statistics resolved)."""
+    if not t.nested:
+        return t.absmax
+    blocks = torch.arange(t.absmax.numel(), device=t.absmax.device)
+    return t.code2[t.absmax.long()] * t.absmax2[blocks // t.blocksize2] + t.offset
+
+
+def dequantize_tensors(t: NF4Tensors) -> torch.Tensor:
+    """W [N, K] in fp32: code[q] * absmax, element by element."""
+    codes = torch.stack([t.packed >> 4, t.packed & 15], dim=1).reshape(-1).long()
+    values = t.code[codes].view(-1, t.blocksize) * block_scales(t).view(-1, 1)
+    return values.view(t.n, t.k)
+
+
+def nf4_dequantize(weight, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The reference: a bitsandbytes NF4 weight as a dense [N, K] tensor in `dtype` (default: the
+    dtype it was quantized from), bit for bit what bitsandbytes.functional.dequantize_4bit gives."""
+    return dequantize_tensors(nf4_tensors(weight)).to(dtype or weight.quant_state.dtype)
+
+
+def reference_partial(x: torch.Tensor, t: NF4Tensors) -> torch.Tensor:
+    """The fp32 product [1, M, N] the kernel's partial sums add up to."""
+    return (x.float() @ dequantize_tensors(t).t()).unsqueeze(0)
+
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:   # no triton: the op runs the reference on every device and use_nf4_gemv says why
+    triton = None
+
+if triton is not None:
+    @triton.jit
+    def _nf4_gemv_kernel(x_ptr, packed_ptr, absmax_ptr, code_ptr, absmax2_ptr, code2_ptr, offset, partial_ptr,
+                         N, K, steps_per_split,
+                         M: tl.constexpr, QBLOCK: tl.constexpr, QBLOCK2: tl.constexpr, NESTED: tl.constexpr,
+                         BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+        """partial[split, m, n] = sum over this split's K range of x[m, k] * code[q[n, k]] * absmax.
+        A step holds GROUPS quantization blocks of BLOCK_N rows as [BLOCK_N, GROUPS, QBLOCK/2] bytes:
+        a block's QBLOCK/2 bytes are contiguous, and its absmax is one value broadcast over them."""
+        HALF: tl.constexpr = QBLOCK // 2
+        split = tl.program_id(1)
+        rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < N
+        in_group = tl.arange(0, HALF)
+        blocks_per_row = K // QBLOCK
+        acc0 = tl.zeros([BLOCK_N], dtype=tl.float32)
+        acc1 = tl.zeros([BLOCK_N], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
+        acc3 = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for step in range(steps_per_split):
+            group = (split * steps_per_split + step) * GROUPS + tl.arange(0, GROUPS)   # block within a row
+            group_ok = group < blocks_per_row
+            block = rows[:, None] * blocks_per_row + group[None, :]                       # [BLOCK_N, GROUPS]
+            ok = row_ok[:, None] & group_ok[None, :]
+            if NESTED:
+                scale_code = tl.load(absmax_ptr + block, mask=ok, other=0).to(tl.int32)
+                scale = (tl.load(code2_ptr + scale_code) * tl.load(absmax2_ptr + block // QBLOCK2, mask=ok, other=0.0)
+                         + offset)
+            else:
+                scale = tl.load(absmax_ptr + block, mask=ok, other=0.0)
+            byte = tl.load(packed_ptr + block[:, :, None] * HALF + in_group[None, None, :], mask=ok[:, :, None],
+                           other=0).to(tl.int32)
+            w_even = tl.load(code_ptr + (byte >> 4)) * scale[:, :, None]    # element 2j: the high nibble
+            w_odd = tl.load(code_ptr + (byte & 15)) * scale[:, :, None]
+            column = group[:, None] * QBLOCK + 2 * in_group[None, :]           # [GROUPS, HALF], even k
+            x_ok = group_ok[:, None]
+            x_even = tl.load(x_ptr + column, mask=x_ok, other=0.0).to(tl.float32)
+            x_odd = tl.load(x_ptr + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+            acc0 += tl.sum(tl.sum(w_even * x_even[None] + w_odd * x_odd[None], axis=2), axis=1)
+            if M > 1:
+                x_even = tl.load(x_ptr + K + column, mask=x_ok, other=0.0).to(tl.float32)
+                x_odd = tl.load(x_ptr + K + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+                acc1 += tl.sum(tl.sum(w_even * x_even[None] + w_odd * x_odd[None], axis=2), axis=1)
+            if M > 2:
+                x_even = tl.load(x_ptr + 2 * K + column, mask=x_ok, other=0.0).to(tl.float32)
+                x_odd = tl.load(x_ptr + 2 * K + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+                acc2 += tl.sum(tl.sum(w_even * x_even[None] + w_odd * x_odd[None], axis=2), axis=1)
+            if M > 3:
+                x_even = tl.load(x_ptr + 3 * K + column, mask=x_ok, other=0.0).to(tl.float32)
+                x_odd = tl.load(x_ptr + 3 * K + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+                acc3 += tl.sum(tl.sum(w_even * x_even[None] + w_odd * x_odd[None], axis=2), axis=1)
+        out = partial_ptr + split * M * N + rows
+        tl.store(out, acc0, mask=row_ok)
+        if M > 1:
+            tl.store(out + N, acc1, mask=row_ok)
+        if M > 2:
+            tl.store(out + 2 * N, acc2, mask=row_ok)
+        if M > 3:
+            tl.store(out + 3 * N, acc3, mask=row_ok)
+
+
+def split_plan(n: int, k: int) -> tuple[int, int, int]:
+    """(row blocks, K splits, steps per split): split K by powers of two until ~TARGET_PROGRAMS."""
+    row_blocks = -(-n // BLOCK_N)
+    steps = -(-k // BLOCK_K)
+    splits = 1
+    while row_blocks * splits < TARGET_PROGRAMS and splits < steps:
+        splits *= 2
+    per_split = -(-steps // min(splits, steps))
+    return row_blocks, -(-steps // per_split), per_split
+
+
+def triton_partial(x: torch.Tensor, t: NF4Tensors, launch=None) -> torch.Tensor:
+    """The kernel's fp32 partial sums [splits, M, N] for a contiguous x [M, K], M <= 4. `launch` wraps
+    the kernel (torch.library.wrap_triton inside the op; the plain kernel for the interpreter)."""
+    rows, k = x.shape
+    if not 1 <= rows <= MAX_ROWS or k != t.k:
+        raise ValueError(f"the kernel takes 1-{MAX_ROWS} rows of {t.k} features, not {tuple(x.shape)}")
+    row_blocks, splits, per_split = split_plan(t.n, k)
+    partial = torch.empty((splits, rows, t.n), device=x.device, dtype=torch.float32)
+    kernel = (launch or (lambda fn: fn))(_nf4_gemv_kernel)
+    kernel[(row_blocks, splits)](x, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, partial,
+                                 t.n, k, per_split, M=rows, QBLOCK=t.blocksize, QBLOCK2=t.blocksize2,
+                                 NESTED=t.nested, BLOCK_N=BLOCK_N, GROUPS=BLOCK_K // t.blocksize,
+                                 num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+    return partial
+
+
+def _nf4_gemv(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
+              absmax2: torch.Tensor, code2: torch.Tensor, offset: float, n: int, blocksize: int, blocksize2: int,
+              nested: bool, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """y [M, N] = x [M, K] @ W^T (+ bias) in x's dtype; the kernel on CUDA, the reference elsewhere."""
+    t = NF4Tensors(packed, absmax, code, absmax2, code2, offset, n, x.shape[-1], blocksize, blocksize2, nested)
+    if x.device.type == "cuda" and triton is not None:
+        from torch.library import wrap_triton
+        partial = triton_partial(x, t, wrap_triton)
+    else:
+        partial = reference_partial(x, t)
+    y = partial.sum(0)
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+@functools.cache
+def nf4_gemv_op():
+    """Register egcfg::nf4_gemv once (on first use, so importing this module costs nothing)."""
+    return torch.library.triton_op("egcfg::nf4_gemv", _nf4_gemv, mutates_args=())
+
+
+def nf4_linear(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x [..., K] @ W^T (+ bias) through egcfg::nf4_gemv; the leading dims' product must be <= 4."""
+    nf4_gemv_op()
+    y = torch.ops.egcfg.nf4_gemv(x.reshape(-1, t.k).contiguous(), t.packed, t.absmax, t.code, t.absmax2, t.code2,
+                                 t.offset, t.n, t.blocksize, t.blocksize2, t.nested, bias)
+    return y.reshape(*x.shape[:-1], t.n)
+
+
+def gemv_forward(layer, x: torch.Tensor) -> torch.Tensor:
+    """A Linear4bit's forward through our kernel, with bitsandbytes' dtypes: the input in the layer's
+    compute dtype, the output back in the input's dtype."""
+    input_dtype = x.dtype
+    if getattr(layer, "compute_type_is_set", False) and layer.compute_dtype is not None:
+        x = x.to(layer.compute_dtype)
+    bias = None if layer.bias is None else layer.bias.to(x.dtype)
+    return nf4_linear(x, layer._egcfg_nf4, bias).to(input_dtype)
+
+
+@functools.cache
+def gemv_linear_class():
+    """bitsandbytes' Linear4bit, but inputs of <= MAX_ROWS rows go through gemv_forward."""
+    import bitsandbytes as bnb
+
+    class NF4GemvLinear4bit(bnb.nn.Linear4bit):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.numel() > MAX_ROWS * x.shape[-1]:
+                return super().forward(x)
+            return gemv_forward(self, x)
+
+    return NF4GemvLinear4bit
+
+
+@dataclass
+class NF4Report:
+    kernel: str                  # "egcfg": small batches go through our kernel; "bitsandbytes": unchanged
+    layers: int                  # bitsandbytes 4-bit layers in the model
+    switched: int                # of those, how many use our kernel now
+    max_error: float | None = None   # the check: max |ours - bitsandbytes| / max |bitsandbytes|
+    reason: str = ""             # why nothing (or not everything) switched
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def four_bit_layers(model) -> list:
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return []
+    return [module for module in model.modules() if isinstance(module, bnb.nn.Linear4bit)]
+
+
+def environment_problem(model) -> str:
+    """Why our kernel cannot run for this model here ("" when it can)."""
+    if not torch.cuda.is_available():
+        return "no CUDA device: the kernel runs on NVIDIA GPUs only"
+    if triton is None:
+        return "triton is not installed"
+    if not hasattr(torch.library, "triton_op"):
+        return f"torch {torch.__version__} has no torch.library.triton_op (needs 2.6 or later)"
+    import bitsandbytes as bnb
+
+    version = tuple(int(part) for part in bnb.__version__.split(".")[:2] if part.isdigit())
+    if version < (0, 45):
+        return f"bitsandbytes {bnb.__version__} is older than 0.45"
+    layers = four_bit_layers(model)
+    if layers and layers[0].weight.device.type != "cuda":
+        return f"the 4-bit weights are on {layers[0].weight.device.type}, not on a CUDA device"
+    return ""
+
+
+@torch.no_grad()
+def check_layer(layer, rows_list=(1, 2, 4), seed: int = 0) -> float:
+    """Max relative difference between our forward and bitsandbytes' on random input of each row count."""
+    base = gemv_linear_class().__mro__[1]   # bitsandbytes' Linear4bit
+    generator = torch.Generator(device=layer.weight.device).manual_seed(seed)
+    dtype = layer.compute_dtype or torch.bfloat16
+    worst = 0.0
+    for rows in rows_list:
+        x = torch.randn(rows, layer.in_features, generator=generator, device=layer.weight.device, dtype=dtype)
+        expected = base.forward(layer, x).float()
+        got = gemv_forward(layer, x).float()
+        error = ((got - expected).abs().max() / expected.abs().max().clamp(min=1e-6)).item()
+        worst = max(worst, error if error == error else float("inf"))   # NaN counts as a failure
+    return worst
+
+
+def use_nf4_gemv(model) -> NF4Report:
+    """Route every bitsandbytes Linear4bit's small inputs (<= 4 rows) through our kernel, if the kernel
+    matches bitsandbytes on the model's first layer; otherwise change nothing. Idempotent."""
+    layers = four_bit_layers(model)
+    if not layers:
+        return NF4Report("bitsandbytes", 0, 0, reason="the model has no bitsandbytes 4-bit layers")
+    problem = environment_problem(model)
+    if problem:
+        return NF4Report("bitsandbytes", len(layers), 0, reason=problem)
+    patched = gemv_linear_class()
+    readable = []
+    for layer in layers:
+        try:
+            readable.append((layer, getattr(layer, "_egcfg_nf4", None) or nf4_tensors(layer.weight)))
+        except ValueError as error:
+            return NF4Report("bitsandbytes", len(layers), 0, reason=f"{type(layer).__name__}: {error}")
+    if all(type(layer) is patched for layer in layers):
+        return NF4Report("egcfg", len(layers), len(layers), getattr(model, "_egcfg_nf4_error", None))
+    first, tensors = readable[0]
+    first._egcfg_nf4 = tensors
+    try:
+        error = check_layer(first)
+    except Exception as failure:   # a kernel that does not compile or launch here must not stop the load
+        del first._egcfg_nf4
+        return NF4Report("bitsandbytes", len(layers), 0,
+                         reason=f"the kernel failed on the first layer ({type(failure).__name__}: "
+                                f"{str(failure).strip().splitlines()[0][:200] if str(failure).strip() else ''})")
+    if not error <= CHECK_TOLERANCE:
+        del first._egcfg_nf4
+        return NF4Report("bitsandbytes", len(layers), 0, error,
+                         reason=f"the kernel differs from bitsandbytes on the first layer by {error:.3g} "
+                                f"(relative), more than {CHECK_TOLERANCE:g}")
+    for layer, tensors in readable:
+        layer._egcfg_nf4 = tensors
+        layer.__class__ = patched
+    model._egcfg_nf4_error = error
+    return NF4Report("egcfg", len(layers), len(layers), error)
