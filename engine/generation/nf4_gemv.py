@@ -34,6 +34,7 @@ CHECK_TOLERANCE = 1e-2  # max |ours - bitsandbytes| / max |bitsandbytes|: a few 
 # a fixed order (no atomics: the same input gives the same bits, eager and compiled alike).
 NUM_WARPS = 4
 NUM_STAGES = 3
+KERNEL_DEVICES = ("cuda",)   # where the op launches the kernel; tests add "cpu" under TRITON_INTERPRET=1
 
 
 class NF4Tensors(NamedTuple):
@@ -205,7 +206,7 @@ def _nf4_gemv(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code:
               nested: bool, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """y [M, N] = x [M, K] @ W^T (+ bias) in x's dtype; the kernel on CUDA, the reference elsewhere."""
     t = NF4Tensors(packed, absmax, code, absmax2, code2, offset, n, x.shape[-1], blocksize, blocksize2, nested)
-    if x.device.type == "cuda" and triton is not None:
+    if x.device.type in KERNEL_DEVICES and triton is not None:
         from torch.library import wrap_triton
         partial = triton_partial(x, t, wrap_triton)
     else:
@@ -224,7 +225,8 @@ def nf4_gemv_op():
 
 def nf4_linear(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x [..., K] @ W^T (+ bias) through egcfg::nf4_gemv; the leading dims' product must be <= 4."""
-    nf4_gemv_op()
+    if not hasattr(torch.ops.egcfg, "nf4_gemv"):   # registered by then in compiled code (dynamo cannot trace it)
+        nf4_gemv_op()
     y = torch.ops.egcfg.nf4_gemv(x.reshape(-1, t.k).contiguous(), t.packed, t.absmax, t.code, t.absmax2, t.code2,
                                  t.offset, t.n, t.blocksize, t.blocksize2, t.nested, bias)
     return y.reshape(*x.shape[:-1], t.n)

@@ -1,0 +1,300 @@
+"""Our NF4 GEMV (engine/generation/nf4_gemv.py) on the CPU: the reference dequantization against
+bitsandbytes, the Triton kernel under the Triton interpreter (a subprocess: TRITON_INTERPRET must be
+set before triton is imported), the op's compiled capture, and use_nf4_gemv's switching and routing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+bnb = pytest.importorskip("bitsandbytes")
+from bitsandbytes import functional as bnb_functional  # noqa: E402
+
+from engine.generation import nf4_gemv  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def quantized(n: int, k: int, nested: bool, dtype=torch.bfloat16, seed: int = 0, blocksize: int = 64):
+    """A weight as bitsandbytes quantizes it: .data packed, .quant_state."""
+    generator = torch.Generator().manual_seed(seed)
+    dense = torch.randn(n, k, generator=generator).to(dtype)
+    packed, state = bnb_functional.quantize_4bit(dense, blocksize=blocksize, quant_type="nf4",
+                                                 compress_statistics=nested)
+    return SimpleNamespace(data=packed, quant_state=state)
+
+
+# --- the reference dequantization ------------------------------------------------------------------
+
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("n,k", [(1, 64), (7, 192), (33, 3584), (3, 18944), (17, 8960)])
+def test_reference_dequantization_is_bitsandbytes_bit_for_bit(nested, n, k):
+    weight = quantized(n, k, nested)
+    assert weight.quant_state.nested == nested
+    expected = bnb_functional.dequantize_4bit(weight.data, weight.quant_state)
+    ours = nf4_gemv.nf4_dequantize(weight)
+    assert ours.dtype == expected.dtype == torch.bfloat16 and ours.shape == (n, k)
+    assert torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_reference_dequantization_other_dtypes_and_blocksize(dtype):
+    weight = quantized(9, 512, True, dtype=dtype, blocksize=128)
+    assert torch.equal(nf4_gemv.nf4_dequantize(weight), bnb_functional.dequantize_4bit(weight.data, weight.quant_state))
+
+
+def test_params4bit_weight_reads_the_same_as_functional():
+    dense = torch.randn(5, 256, generator=torch.Generator().manual_seed(3), dtype=torch.bfloat16)
+    params = bnb.nn.Params4bit(dense, requires_grad=False, quant_type="nf4").to("cpu")
+    expected = bnb_functional.dequantize_4bit(params.data, params.quant_state)
+    assert torch.equal(nf4_gemv.nf4_dequantize(params), expected)
+
+
+def test_unreadable_weights_say_why():
+    dense = torch.randn(4, 128)
+    packed, state = bnb_functional.quantize_4bit(dense, quant_type="fp4")
+    with pytest.raises(ValueError, match="fp4"):
+        nf4_gemv.nf4_tensors(SimpleNamespace(data=packed, quant_state=state))
+    packed, state = bnb_functional.quantize_4bit(torch.randn(4, 96), quant_type="nf4")
+    with pytest.raises(ValueError, match="blocksize 64 with 96 input features"):
+        nf4_gemv.nf4_tensors(SimpleNamespace(data=packed, quant_state=state))
+
+
+@pytest.mark.parametrize("n,k", [(512, 3584), (3584, 3584), (3584, 18944), (18944, 3584), (17, 64), (40, 1280)])
+def test_split_plan_covers_every_k_step_once(n, k):
+    row_blocks, splits, per_split = nf4_gemv.split_plan(n, k)
+    steps = -(-k // nf4_gemv.BLOCK_K)
+    assert row_blocks * nf4_gemv.BLOCK_N >= n > (row_blocks - 1) * nf4_gemv.BLOCK_N
+    assert splits * per_split >= steps > (splits - 1) * per_split   # no split is empty
+    assert row_blocks * splits >= nf4_gemv.TARGET_PROGRAMS / 2 or per_split == 1   # enough programs, or 1 step each
+
+
+# --- the Triton kernel under the interpreter ----------------------------------------------------------
+
+INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize)
+    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize)
+    for name, n, k, nested, bias, dtype, blocksize in [
+        ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64),
+        ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64),
+        ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64),
+        ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128),
+        ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64),
+    ]
+    for rows in (1, 2, 3, 4)
+]
+
+INTERPRETER_SCRIPT = """
+import json, sys, torch
+from types import SimpleNamespace
+from bitsandbytes import functional as F
+from engine.generation import nf4_gemv as G
+G.KERNEL_DEVICES = ("cuda", "cpu")      # the op launches the (interpreted) kernel on CPU tensors
+results = {}
+for name, n, k, rows, nested, with_bias, dtype, blocksize in json.loads(sys.argv[1]):
+    g = torch.Generator().manual_seed(n * k + rows)
+    dtype = getattr(torch, dtype)
+    packed, state = F.quantize_4bit(torch.randn(n, k, generator=g, dtype=torch.bfloat16), blocksize=blocksize,
+                                    quant_type="nf4", compress_statistics=nested)
+    weight = SimpleNamespace(data=packed, quant_state=state)
+    tensors = G.nf4_tensors(weight)
+    x = torch.randn(rows, k, generator=g).to(dtype)
+    bias = torch.randn(n, generator=g).to(dtype) if with_bias else None
+    got = G.nf4_linear(x, tensors, bias)
+    reference = x.float() @ G.nf4_dequantize(weight, torch.float32).t()
+    if bias is not None:
+        reference = reference + bias.float()
+    splits = G.split_plan(n, k)[1]
+    error = ((got.float() - reference).abs() / reference.abs().clamp(min=1.0)).max().item()
+    results[name] = dict(error=error, dtype=str(got.dtype), shape=list(got.shape), splits=splits,
+                         interpreted=type(G._nf4_gemv_kernel).__name__)
+print(json.dumps(results))
+"""
+
+
+def _run(script: str, *args: str, interpret: bool) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    pytest.importorskip("triton")
+    return json.loads(_run(INTERPRETER_SCRIPT, json.dumps(INTERPRETER_CASES), interpret=True))
+
+
+@pytest.mark.parametrize("case", INTERPRETER_CASES, ids=[case[0] for case in INTERPRETER_CASES])
+def test_interpreted_kernel_equals_reference_dequantize_and_matmul(interpreted, case):
+    name, n, _k, rows, _nested, _bias, dtype, _blocksize = case
+    result = interpreted[name]
+    assert result["interpreted"] == "InterpretedFunction"   # the Triton kernel ran, not the torch fallback
+    assert result["shape"] == [rows, n] and result["dtype"] == f"torch.{dtype}"
+    # fp32: only the summation order differs; bf16: one rounding of the output (2^-8 relative)
+    assert result["error"] <= (2e-5 if dtype == "float32" else 2 ** -8)
+
+
+def test_interpreter_cases_include_a_split_k():
+    assert nf4_gemv.split_plan(40, 1280)[1] > 1 and nf4_gemv.split_plan(17, 320)[1] > 1
+
+
+CAPTURE_SCRIPT = """
+import json, logging, torch
+from types import SimpleNamespace
+from bitsandbytes import functional as F
+from torch._dynamo.backends.common import aot_autograd
+from engine.generation import nf4_gemv as G
+logging.disable(logging.WARNING)   # without a GPU driver torch cannot analyse the kernel's writes and says so
+G.KERNEL_DEVICES = ("cuda", "cpu")
+packed, state = F.quantize_4bit(torch.randn(40, 512, dtype=torch.bfloat16), quant_type="nf4")
+tensors = G.nf4_tensors(SimpleNamespace(data=packed, quant_state=state))
+bias = torch.randn(40, dtype=torch.bfloat16)
+graphs = []
+class Captured(Exception):
+    pass
+def keep(graph, inputs):
+    graphs.append(graph.code)
+    raise Captured()   # the graph would launch the kernel, and this machine has no GPU
+G.nf4_gemv_op()
+step = torch.compile(lambda x: G.nf4_linear(x, tensors, bias), fullgraph=True, backend=aot_autograd(fw_compiler=keep))
+try:
+    step(torch.randn(2, 512, dtype=torch.bfloat16))
+except Exception as error:
+    assert "Captured" in repr(error) or isinstance(error, Captured), repr(error)
+print(json.dumps(graphs))
+"""
+
+
+def test_compile_captures_the_kernel_in_one_graph():
+    """fullgraph=True fails on any graph break; the captured graph holds the kernel's launch."""
+    pytest.importorskip("triton")
+    graphs = json.loads(_run(CAPTURE_SCRIPT, interpret=False))
+    assert len(graphs) == 1
+    assert "triton_kernel_wrapper_functional" in graphs[0] and "sum" in graphs[0]
+
+
+# --- use_nf4_gemv ----------------------------------------------------------------------------------
+
+class Tiny(torch.nn.Module):
+    """Two NF4 layers (one with a bias) and a bf16 head, as quantize_nf4 leaves a model."""
+
+    def __init__(self):
+        super().__init__()
+        from engine.generation.random_models import quantize_nf4
+
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(128, 192), torch.nn.Linear(192, 64, bias=False))
+        self.head = torch.nn.Linear(64, 8).bfloat16()
+        quantize_nf4(self, torch.bfloat16)
+
+    def get_output_embeddings(self):
+        return self.head
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def _classes(model) -> list[str]:
+    return [type(module).__name__ for module in model.body]
+
+
+def test_on_cpu_it_is_a_no_op_with_the_reason():
+    model = Tiny()
+    report = nf4_gemv.use_nf4_gemv(model)
+    assert (report.kernel, report.layers, report.switched) == ("bitsandbytes", 2, 0)
+    assert "CUDA" in report.reason
+    assert _classes(model) == ["Linear4bit", "Linear4bit"]
+
+
+def test_a_model_without_4bit_layers_says_so():
+    report = nf4_gemv.use_nf4_gemv(torch.nn.Linear(64, 64))
+    assert report.switched == 0 and "no bitsandbytes 4-bit layers" in report.reason
+
+
+@pytest.fixture
+def anywhere(monkeypatch):
+    """Pretend this machine can run the kernel (the op then runs its reference on CPU tensors)."""
+    monkeypatch.setattr(nf4_gemv, "environment_problem", lambda model: "")
+
+
+def test_a_failed_check_switches_nothing(anywhere, monkeypatch):
+    model = Tiny()
+    monkeypatch.setattr(nf4_gemv, "check_layer", lambda layer: 0.25)
+    report = nf4_gemv.use_nf4_gemv(model)
+    assert (report.kernel, report.switched, report.max_error) == ("bitsandbytes", 0, 0.25)
+    assert "differs from bitsandbytes" in report.reason
+    assert _classes(model) == ["Linear4bit", "Linear4bit"]
+    assert not any(hasattr(layer, "_egcfg_nf4") for layer in model.body)
+
+    def broken(layer):
+        raise RuntimeError("no kernel image is available\nsecond line")
+    monkeypatch.setattr(nf4_gemv, "check_layer", broken)
+    report = nf4_gemv.use_nf4_gemv(model)
+    assert report.switched == 0 and report.reason.endswith("(RuntimeError: no kernel image is available)")
+    assert _classes(model) == ["Linear4bit", "Linear4bit"]
+
+
+def test_switching_checks_against_bitsandbytes_and_is_idempotent(anywhere):
+    model = Tiny()
+    report = nf4_gemv.use_nf4_gemv(model)
+    assert (report.kernel, report.layers, report.switched, report.reason) == ("egcfg", 2, 2, "")
+    assert 0 < report.max_error <= nf4_gemv.CHECK_TOLERANCE   # bitsandbytes rounds W to bf16 first
+    assert _classes(model) == ["NF4GemvLinear4bit", "NF4GemvLinear4bit"]
+    again = nf4_gemv.use_nf4_gemv(model)
+    assert again == report and _classes(model) == ["NF4GemvLinear4bit", "NF4GemvLinear4bit"]
+    assert type(model.body[0]).__mro__[1] is bnb.nn.Linear4bit
+
+
+def test_small_inputs_go_to_the_kernel_and_prefills_to_bitsandbytes(anywhere, monkeypatch):
+    model = Tiny()
+    nf4_gemv.use_nf4_gemv(model)
+    calls = []
+    kernel_partial = nf4_gemv.triton_partial
+
+    def launcher(x, tensors, launch=None):   # the kernel's place, filled by the reference
+        calls.append(("kernel", tuple(x.shape)))
+        return nf4_gemv.reference_partial(x, tensors).expand(2, -1, -1) / 2   # as two K splits would
+    bnb_forward = bnb.nn.Linear4bit.forward
+
+    def bitsandbytes(layer, x):
+        calls.append(("bitsandbytes", tuple(x.shape)))
+        return bnb_forward(layer, x)
+    monkeypatch.setattr(nf4_gemv, "KERNEL_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(nf4_gemv, "triton_partial", launcher)
+    monkeypatch.setattr(bnb.nn.Linear4bit, "forward", bitsandbytes)
+    assert kernel_partial is not launcher
+    with torch.no_grad():
+        for shape in [(1, 1, 128), (2, 1, 128), (4, 128), (1, 5, 128), (2, 3, 128)]:
+            calls.clear()
+            x = torch.randn(*shape, dtype=torch.bfloat16)
+            y = model(x)
+            kind = "kernel" if x.numel() // 128 <= nf4_gemv.MAX_ROWS else "bitsandbytes"
+            rows = x.numel() // 128
+            assert [c[0] for c in calls] == [kind, kind]
+            if kind == "kernel":
+                assert [c[1] for c in calls] == [(rows, 128), (rows, 192)]
+            assert y.shape == (*shape[:-1], 8) and y.dtype == torch.bfloat16
+            expected = model.head(bnb_forward(model.body[1], bnb_forward(model.body[0], x)))
+            assert (y.float() - expected.float()).abs().max() <= 0.02 * expected.float().abs().max()
+
+
+def test_a_compiled_step_through_the_op_has_no_graph_break(anywhere):
+    """On CPU the op runs its reference; fullgraph=True raises on any graph break."""
+    model = Tiny()
+    nf4_gemv.use_nf4_gemv(model)
+    x = torch.randn(2, 1, 128, dtype=torch.bfloat16)
+    with torch.no_grad():
+        eager = model(x)
+        compiled = torch.compile(model, fullgraph=True, backend="inductor")(x)
+    assert (compiled.float() - eager.float()).abs().max() <= 0.02 * eager.float().abs().max()
