@@ -39,7 +39,8 @@ class EngineBackend:
         from engine.generation.models import describe, load_model
 
         self._model = None
-        model = load_model(settings.model, device=settings.device, quantization=settings.quantization)
+        model = load_model(settings.model, device=settings.device, quantization=settings.quantization,
+                           nf4_kernel=settings.nf4_kernel)
         self._model = model
         return ModelInfo(model.name, model.device, bool(model.quantized), describe(model))
 

@@ -19,6 +19,7 @@ PRESETS = ("editor", "baseline", "paper")
 TRIGGERS = ("automatic", "manual")
 VALUE_DIAGNOSTICS = ("off", "hint", "information")
 SANDBOXES = ("auto", "bubblewrap", "landlock", "limits")  # engine/execution/isolation.py
+NF4_KERNELS = ("egcfg", "bitsandbytes")   # engine/generation/models.py NF4_KERNELS
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,13 @@ class Settings:
     max_new_tokens: int = 512                 # token cap per agent for one body
     max_file_bytes: int = 2_000_000           # larger documents are not analysed (a clear status instead)
     compile: bool = False                     # the engine's compiled guided step (torch.compile; worth it on a GPU)
+    nf4_kernel: str = "egcfg"                 # 4-bit on CUDA: egcfg (our kernel for 1-4 rows) | bitsandbytes
     python: str = ""                          # the project's interpreter (VS Code: the Python extension's); "": .venv/venv, else egcfg's
     sandbox: str = "auto"                     # auto | bubblewrap | landlock | limits (limits: no isolation, explicit opt-in)
 
     def engine_key(self) -> tuple:
         """The settings that need the model reloaded when they change."""
-        return (self.model, self.device, self.quantization)
+        return (self.model, self.device, self.quantization, self.nf4_kernel)
 
     def sandbox_key(self) -> tuple:
         """The settings that need a new executor when they change."""
@@ -138,6 +140,7 @@ CHECKS = {
     "max_new_tokens": _number(1, 8192, int),
     "max_file_bytes": _number(1_000, 1 << 30, int),
     "compile": _flag,
+    "nf4_kernel": _choice(NF4_KERNELS),
     "python": _path,
     "sandbox": _choice(SANDBOXES),
 }

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time the compiled decode step (torch.compile; CUDA graphs on a GPU) and check "
                              "that it picks the same tokens as the eager step (on a CPU, --dtype auto is then fp32)")
+    parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
+                        help="4-bit: who multiplies 1-4 rows, our kernel (CUDA, checked against bitsandbytes "
+                             "first) or bitsandbytes' (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -79,11 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------------
 # Inputs
 
-def random_model(name: str, device: str, dtype: str, quantization: str = "none", layers: int | None = None):
+def random_model(name: str, device: str, dtype: str, quantization: str = "none", layers: int | None = None,
+                 nf4_kernel: str = "egcfg"):
     """A random-weight model of the named shape with the tiny model's offline tokenizer, as a LoadedModel."""
     from engine.generation.random_models import random_model as build
 
-    return build(name, device=device, dtype=dtype, quantization=quantization, layers=layers)
+    return build(name, device=device, dtype=dtype, quantization=quantization, layers=layers, nf4_kernel=nf4_kernel)
 
 
 def build_inputs(tokenizer, prompt_tokens: int, signal_tokens: int) -> tuple[list[int], int, list[int]]:
@@ -355,11 +359,12 @@ def main(args: argparse.Namespace) -> int:
         args.dtype = "fp32"
     if args.random_config:
         loaded = random_model(args.random_config, args.device, args.dtype,
-                              "4bit" if args.quantization == "4bit" else "none", args.layers or None)
+                              "4bit" if args.quantization == "4bit" else "none", args.layers or None, args.nf4_kernel)
     else:
         from engine.generation.models import load_model
 
-        loaded = load_model(args.model, device=args.device, quantization=args.quantization, dtype=args.dtype)
+        loaded = load_model(args.model, device=args.device, quantization=args.quantization, dtype=args.dtype,
+                            nf4_kernel=args.nf4_kernel)
     limit = getattr(loaded.model.config, "max_position_embeddings", None)
     if limit and args.prompt_tokens + args.signal_tokens + 512 > limit:
         raise UserError(f"--prompt-tokens {args.prompt_tokens} plus the signal does not fit the model's "
@@ -369,6 +374,8 @@ def main(args: argparse.Namespace) -> int:
               **device_description(loaded.model),
               "clock": "thread_cpu" if _clock(loaded.model) is time.thread_time else "wall",
               "prompt_tokens": len(prompt), "i_dyn": i_dyn, "signal_tokens": len(signal), "timed_tokens": args.tokens}
+    if loaded.nf4_kernel is not None:
+        report["nf4_kernel"] = loaded.nf4_kernel   # which kernel ran 1-4 rows, and its check against bitsandbytes
     report.update(measure(loaded, prompt, i_dyn, signal, tokens=args.tokens, naive_tokens=args.naive_tokens,
                           lines=args.lines))
     if args.compile:

@@ -30,6 +30,7 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("auto", "4bit", "none")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+NF4_KERNELS = ("egcfg", "bitsandbytes")   # who multiplies 4-bit weights by 1-4 rows (engine.generation.nf4_gemv)
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -50,6 +51,7 @@ class LoadedModel:
     dtype: str              # "bf16" | "fp16" | "fp32": the weights' dtype, or the compute dtype when quantized
     quantized: bool         # True: 4-bit NF4 through bitsandbytes
     note: str = ""          # why the load differs from what was asked, e.g. no bitsandbytes -> bf16
+    nf4_kernel: dict | None = None   # 4-bit: which kernel runs 1-4 rows, and its check (nf4_gemv.NF4Report)
 
 
 def describe(loaded: LoadedModel) -> str:
@@ -275,10 +277,32 @@ def _device_name(model) -> str:
     return str(device) if device is not None else "cpu"
 
 
+def apply_nf4_kernel(model, nf4_kernel: str = "egcfg") -> dict:
+    """A 4-bit model's small batches (1-4 rows) through our NF4 kernel ("egcfg": on CUDA, after it
+    matches bitsandbytes on the model's first layer) or bitsandbytes' own; the report as a dict."""
+    if nf4_kernel not in NF4_KERNELS:
+        raise UserError(f"unknown NF4 kernel {nf4_kernel!r}: choose one of {', '.join(NF4_KERNELS)}")
+    from engine.generation.nf4_gemv import NF4Report, four_bit_layers, use_nf4_gemv
+
+    if nf4_kernel == "bitsandbytes":
+        return NF4Report("bitsandbytes", len(four_bit_layers(model)), 0, reason="bitsandbytes was asked for").as_dict()
+    report = use_nf4_gemv(model)
+    if report.layers and not report.switched and torch_device_type(model) == "cuda":
+        log.warning("NF4 layers keep bitsandbytes' kernel: %s", report.reason)
+    return report.as_dict()
+
+
+def torch_device_type(model) -> str:
+    return getattr(getattr(model, "device", None), "type", "cpu")
+
+
 def load_model(name_or_dir: str | os.PathLike, *, device: str = "auto", quantization: str = "auto",
-               dtype: str = "auto") -> LoadedModel:
-    """Load a causal LM and its tokenizer for inference (eval mode, no gradients, pad token set)."""
+               dtype: str = "auto", nf4_kernel: str = "egcfg") -> LoadedModel:
+    """Load a causal LM and its tokenizer for inference (eval mode, no gradients, pad token set).
+    `nf4_kernel`: see apply_nf4_kernel (4-bit models only)."""
     name_or_dir = os.fspath(name_or_dir)
+    if nf4_kernel not in NF4_KERNELS:
+        raise UserError(f"unknown NF4 kernel {nf4_kernel!r}: choose one of {', '.join(NF4_KERNELS)}")
     device = choose_device(device)
     dtype = choose_dtype(dtype, device)
     quantized, note = choose_quantization(quantization, device)
@@ -287,9 +311,10 @@ def load_model(name_or_dir: str | os.PathLike, *, device: str = "auto", quantiza
     source, _local = resolve_source(name_or_dir)
     tokenizer = _load_tokenizer(source, name_or_dir)
     model = _load_weights(source, name_or_dir, device, dtype, quantized)
+    nf4 = apply_nf4_kernel(model, nf4_kernel) if quantized else None
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if note:
         log.warning("%s", note)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name_or_dir, device=_device_name(model),
-                       dtype=dtype, quantized=quantized, note=note)
+                       dtype=dtype, quantized=quantized, note=note, nf4_kernel=nf4)

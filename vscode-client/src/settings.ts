@@ -10,6 +10,7 @@ export const SERVER_SETTING_KEYS = [
   "gammas",
   "maxNewTokens",
   "compile",
+  "nf4Kernel",
   "testSeconds",
   "memoryMb",
   "testPatterns",

@@ -298,3 +298,52 @@ def test_a_compiled_step_through_the_op_has_no_graph_break(anywhere):
         eager = model(x)
         compiled = torch.compile(model, fullgraph=True, backend="inductor")(x)
     assert (compiled.float() - eager.float()).abs().max() <= 0.02 * eager.float().abs().max()
+
+
+# --- the loaders and the benchmark flag -----------------------------------------------------------
+
+def test_random_4bit_models_record_which_kernel_runs(anywhere):
+    from engine.errors import UserError
+    from engine.generation.random_models import random_model
+
+    ours = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit")
+    layers = len(nf4_gemv.four_bit_layers(ours.model))
+    assert ours.nf4_kernel["kernel"] == "egcfg" and ours.nf4_kernel["switched"] == layers > 0
+    theirs = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit", nf4_kernel="bitsandbytes")
+    assert theirs.nf4_kernel == {"kernel": "bitsandbytes", "layers": layers, "switched": 0, "max_error": None,
+                                 "reason": "bitsandbytes was asked for"}
+    assert not any(type(m) is nf4_gemv.gemv_linear_class() for m in theirs.model.modules())
+    assert random_model("tiny", device="cpu", dtype="bf16").nf4_kernel is None   # not 4-bit
+    with torch.no_grad():   # the switched model still runs a 2-row step and a prefill
+        ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+        assert ours.model(input_ids=ids[:, :1]).logits.shape[:2] == (2, 1)
+        assert ours.model(input_ids=ids).logits.shape[:2] == (2, 3)
+    with pytest.raises(UserError, match="unknown NF4 kernel 'fast'"):
+        random_model("tiny", device="cpu", dtype="bf16", quantization="4bit", nf4_kernel="fast")
+
+
+def test_on_this_cpu_a_4bit_model_keeps_bitsandbytes_and_says_why():
+    from engine.generation.random_models import random_model
+
+    loaded = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit")
+    assert loaded.nf4_kernel["kernel"] == "bitsandbytes" and "no CUDA device" in loaded.nf4_kernel["reason"]
+
+
+def test_bench_speed_passes_the_flag_and_reports_the_kernel(monkeypatch, capsys):
+    import argparse
+
+    from engine.bench import speed
+
+    parser = argparse.ArgumentParser()
+    speed.add_arguments(parser)
+    asked = {}
+
+    def build(name, device, dtype, quantization="none", layers=None, nf4_kernel="egcfg"):
+        asked["nf4_kernel"] = nf4_kernel
+        raise SystemExit(0)   # loading is all this test needs
+    monkeypatch.setattr(speed, "random_model", build)
+    args = parser.parse_args(["--random-config", "tiny", "--quantization", "4bit", "--nf4-kernel", "bitsandbytes"])
+    with pytest.raises(SystemExit):
+        speed.main(args)
+    assert asked == {"nf4_kernel": "bitsandbytes"}
+    assert parser.parse_args(["--random-config", "tiny"]).nf4_kernel == "egcfg"
