@@ -344,6 +344,10 @@ def use_nf4_gemv(model) -> NF4Report:
                          reason=f"the kernel differs from bitsandbytes on the first layer by {error:.3g} "
                                 f"(relative), more than {CHECK_TOLERANCE:g}")
     for layer, tensors in readable:
+        for tensor in tensors[:5]:
+            # a fixed address, as a parameter has: CUDA graphs otherwise copy every plain tensor
+            # attribute that reaches the graph as an input, each replay (the weights, every token)
+            torch._dynamo.mark_static_address(tensor)
         layer._egcfg_nf4 = tensors
         layer.__class__ = patched
     model._egcfg_nf4_error = error

@@ -347,3 +347,21 @@ def test_bench_speed_passes_the_flag_and_reports_the_kernel(monkeypatch, capsys)
         speed.main(args)
     assert asked == {"nf4_kernel": "bitsandbytes"}
     assert parser.parse_args(["--random-config", "tiny"]).nf4_kernel == "egcfg"
+
+
+def test_the_kernels_tensors_reach_a_compiled_graph_as_static_inputs(anywhere):
+    """Like parameters: CUDA graphs would otherwise copy each plain tensor input (the weights) every replay."""
+    model = Tiny()
+    nf4_gemv.use_nf4_gemv(model)
+    inputs = {}
+
+    def backend(graph, example_inputs):
+        for node in graph.graph.nodes:
+            if node.op == "placeholder":
+                inputs[node.name] = node.meta.get("tensor_dict", {}).get("_dynamo_static_input_type")
+        return graph.forward
+    with torch.no_grad():
+        torch.compile(model, fullgraph=True, backend=backend)(torch.randn(2, 1, 128, dtype=torch.bfloat16))
+    ours = {name: kind for name, kind in inputs.items() if "egcfg_nf4" in name}
+    assert len(ours) == 10 and set(ours.values()) == {"unguarded"}   # 5 tensors x 2 layers
+    assert inputs["l_x_"] is None
