@@ -406,10 +406,12 @@ def measure_memory_only(config: str, precision: str, dry_run: bool, save) -> Non
 
 
 def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, compile: bool = False) -> None:
-    """bench replay on MBPP, fast against paper, eager. With `compile`: the fast scheme only, its
-    guided steps through the compiled step, after a warm-up task that is not counted (it compiles
-    the 1-row and 2-row steps); every cache goes into one size bucket (4,096 slots), so the
-    measured tasks compile nothing."""
+    """bench replay on MBPP, fast against paper, eager. With `compile`: the fast scheme eager and
+    with its guided steps compiled, task by task on the same tasks (the first H200 run timed them
+    on different tasks and could not tell why compiled was slower), after a warm-up task that is
+    not counted (it compiles the 1-row and 2-row steps); every cache goes into one size bucket
+    (4,096 slots), so the measured tasks compile nothing. Each scheme's summary says where a
+    line's time goes (eager forwards: host and GPU time; compiled steps; the sandbox)."""
     import torch
 
     from engine.bench.accuracy import load_benchmark
@@ -422,8 +424,10 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
     loaded = _load(config, precision, dry_run)
     if dry_run:
         torch.set_num_threads(1)
-    schemes = ("fast",) if compile else ("paper", "fast")
-    records: dict[str, list] = {scheme: [] for scheme in schemes}
+    # scheme name -> (scheme, compiled steps)
+    schemes = {"fast": ("fast", False), "fast_compiled": ("fast", True)} if compile else \
+        {"paper": ("paper", False), "fast": ("fast", False)}
+    records: dict[str, list] = {name: [] for name in schemes}
     try:
         executor = Executor()
     except UserError as error:
@@ -443,10 +447,14 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
                  warmup_lines=warm["lines"], buckets=list(compiled.BUCKETS))
             tasks = tasks[1:]
         for task in tasks:
-            for scheme in schemes:
-                records[scheme].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0, compile=compile))
+            for name, (scheme, compiled_steps) in schemes.items():
+                records[name].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0,
+                                                 compile=compiled_steps))
             save(config=config, precision=precision, tasks_done=len(records["fast"]),
-                 **{scheme: summarise(records[scheme]) for scheme in schemes}, isolation=executor.isolation)
+                 **{name: summarise(records[name]) for name in schemes}, isolation=executor.isolation,
+                 per_task={name: [{key: (round(value, 4) if isinstance(value, float) else value)
+                                   for key, value in record.items() if key != "agents"}
+                                  for record in records[name]] for name in schemes})
 
 
 if __name__ == "__main__":

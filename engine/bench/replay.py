@@ -127,27 +127,55 @@ def reference_body(task, completion) -> str:
 # Counting
 
 class ForwardCounter:
-    """Counts forwards and the row-tokens they process: eager ones by a pre-hook on the model,
-    compiled steps by CompiledStep's own counters (inside compiled code the hook does nothing: a
-    Python int it changed would make torch.compile recompile every step)."""
+    """Counts forwards, the row-tokens they process and where their time goes: eager forwards by
+    hooks on the model (host time to issue them; on a GPU also their device time, from CUDA
+    events, read once at the end), compiled steps by CompiledStep's own counters (inside compiled
+    code the hooks do nothing: a Python number they changed would make torch.compile recompile)."""
 
     def __init__(self, model):
+        import torch
+
         from engine.generation.compiled import CompiledStep
 
         self.steps = CompiledStep
+        self.cuda = torch.cuda.is_available() and model.device.type == "cuda"
         self.eager_forwards = 0
         self.eager_tokens = 0
-        self.compiled_from = (CompiledStep.forwards, CompiledStep.row_tokens)
-        self.handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+        self.prefills = 0              # eager forwards of more than one token a row
+        self.host_seconds = 0.0        # issuing eager forwards (all of their time on a CPU)
+        self.events: list = []         # (start, end) CUDA events of the eager forwards
+        self.opened: float | None = None
+        self.compiled_from = (CompiledStep.forwards, CompiledStep.row_tokens, CompiledStep.seconds)
+        self.handles = [model.register_forward_pre_hook(self._before, with_kwargs=True),
+                        model.register_forward_hook(self._after)]
 
-    def _count(self, module, args, kwargs):
+    def _before(self, module, args, kwargs):
         import torch
 
         if torch.compiler.is_compiling():
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
         self.eager_forwards += 1
-        self.eager_tokens += int(ids.numel()) if ids is not None else 0
+        if ids is not None:
+            self.eager_tokens += int(ids.numel())
+            self.prefills += int(ids.dim() == 2 and ids.shape[1] > 1)
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.events.append([start, None])
+        self.opened = time.perf_counter()
+
+    def _after(self, module, args, output):
+        import torch
+
+        if torch.compiler.is_compiling() or self.opened is None:
+            return
+        self.host_seconds += time.perf_counter() - self.opened
+        self.opened = None
+        if self.cuda and self.events and self.events[-1][1] is None:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events[-1][1] = end
 
     @property
     def forwards(self) -> int:
@@ -157,8 +185,23 @@ class ForwardCounter:
     def tokens(self) -> int:
         return self.eager_tokens + self.steps.row_tokens - self.compiled_from[1]
 
+    def breakdown(self) -> dict:
+        """Seconds by kind: issuing eager forwards, their device time (GPU only), compiled steps."""
+        out = {"eager_forwards": self.eager_forwards, "prefills": self.prefills,
+               "compiled_steps": self.steps.forwards - self.compiled_from[0],
+               "eager_host_seconds": self.host_seconds,
+               "compiled_step_seconds": self.steps.seconds - self.compiled_from[2]}
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            out["eager_gpu_seconds"] = sum(start.elapsed_time(end) for start, end in self.events
+                                           if end is not None) / 1000
+        return out
+
     def close(self):
-        self.handle.remove()
+        for handle in self.handles:
+            handle.remove()
 
 
 class TimedExecutor:
@@ -231,7 +274,7 @@ def replay_task(loaded, executor, task, scheme: str, agreement: float, preset: s
         counter.close()
     seconds = time.perf_counter() - started
     record = {"task": task.task_id, "scheme": scheme, "lines": lines, "forwards": counter.forwards,
-              "tokens": counter.tokens, "seconds": seconds, "first_line_seconds": first_line or seconds,
+              "tokens": counter.tokens, "seconds": seconds, **counter.breakdown(), "first_line_seconds": first_line or seconds,
               "executor_seconds": timed.seconds, "reference_tokens": len(teacher.force), "agents": finished}
     if cuda:
         record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -249,6 +292,13 @@ def summarise(records: list[dict]) -> dict:
         "first_line_ms": 1000 * statistics.mean(r["first_line_seconds"] for r in records),
         "executor_ms_per_line": 1000 * sum(r["executor_seconds"] for r in records) / lines,
     }
+    # where a line's time goes: issuing eager forwards (on a GPU also their device time), compiled
+    # steps, the sandbox; what is left is the engine's own work between them and waiting on the GPU
+    for key in ("eager_host", "eager_gpu", "compiled_step"):
+        if any(f"{key}_seconds" in r for r in records):
+            out[f"{key}_ms_per_line"] = 1000 * sum(r.get(f"{key}_seconds", 0.0) for r in records) / lines
+    for key in ("prefills", "compiled_steps"):
+        out[f"{key}_per_line"] = sum(r.get(key, 0) for r in records) / lines
     if any("peak_gpu_mb" in r for r in records):
         out["peak_gpu_mb"] = max(r.get("peak_gpu_mb", 0) for r in records)
     return {key: round(value, 3) if isinstance(value, float) else value for key, value in out.items()}

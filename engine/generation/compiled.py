@@ -25,6 +25,7 @@ elsewhere (see `compilable`).
 
 from __future__ import annotations
 
+import time
 import weakref
 
 import torch
@@ -103,6 +104,7 @@ class CompiledStep:
     # the model runs inside it, where a changing Python int would make torch.compile recompile).
     forwards = 0
     row_tokens = 0
+    seconds = 0.0        # wall time in `step`, which ends with the chosen token on the host
 
     @classmethod
     def shared(cls, model, rows: int) -> "CompiledStep":
@@ -199,6 +201,13 @@ class CompiledStep:
     def step(self, kv: KV, token: int, gamma: float | None = None) -> int:
         """Feed `token` to every row of `kv`; the guided argmax of the next token (guidance
         strength `gamma`, or the one the step was made with)."""
+        started = time.perf_counter()
+        try:
+            return self._step_in_place(kv, token, gamma)
+        finally:
+            CompiledStep.seconds += time.perf_counter() - started
+
+    def _step_in_place(self, kv: KV, token: int, gamma: float | None) -> int:
         if not self.holds(kv) or kv.length + 1 > self.capacity:
             self.adopt(kv)
         if gamma is not None:

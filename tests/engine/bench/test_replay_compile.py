@@ -44,5 +44,12 @@ def test_compiled_replay_commits_the_same_lines_as_eager(data_dir, dtype, monkey
     # and every compiled step was counted as a forward
     compiles = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert 0 < compiles <= len({(rows, capacity) for rows, capacity in steps if capacity})
-    assert records[True]["forwards"] >= len(steps)
+    compiled_run = records[True]
+    assert compiled_run["compiled_steps"] == len(steps)
+    assert compiled_run["forwards"] == compiled_run["eager_forwards"] + len(steps)
+    # where the time went: issuing eager forwards and the compiled steps, each within the whole
+    for record in records.values():
+        assert 0 < record["eager_host_seconds"] < record["seconds"]
+        assert 0 <= record["compiled_step_seconds"] < record["seconds"]
+    assert compiled_run["compiled_step_seconds"] > 0 and records[False]["compiled_step_seconds"] == 0
 
