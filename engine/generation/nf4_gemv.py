@@ -25,7 +25,9 @@ MAX_ROWS = 4            # larger inputs (prefills) keep bitsandbytes' path
 BLOCK_N = 16            # output features per program
 BLOCK_K = 256           # input elements per program and loop step (128 packed bytes a row)
 TARGET_PROGRAMS = 512   # split K until there are about this many programs
-CHECK_TOLERANCE = 1e-2  # max |ours - bitsandbytes| / max |bitsandbytes|: a few bf16 ulps
+CHECK_TOLERANCE = 2 ** -5   # max |ours - bitsandbytes| / max |bitsandbytes|: 4 bf16 ulps near the max
+# (both outputs are rounded to bf16, and bitsandbytes rounds W to bf16 first: 7B-shape layers on the
+# CPU differed by 0.003-0.0056, one ulp; a wrong nibble, scale or row is off by order 1)
 # Why these sizes (unmeasured until the next GPU run): the kernel is memory-bound, so what matters is
 # bytes in flight. A [16, 256] step reads 16 rows x 128 contiguous bytes (one cache line each) and
 # holds 2 x 2,048 fp32 values in 4 warps (~32 registers a thread), leaving room for many programs an
