@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true",
                         help="guided one-token steps through the compiled step (engine.generation.compiled)")
+    parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
+                        help="4-bit: who multiplies 1-4 rows, our kernel (CUDA, checked against bitsandbytes "
+                             "first) or bitsandbytes' (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -331,10 +334,11 @@ def load(args):
     if args.random_config:
         quantization = "4bit" if args.quantization == "4bit" else "none"
         return random_model(args.random_config, device=args.device, dtype=args.dtype, quantization=quantization,
-                            layers=args.layers or None)
+                            layers=args.layers or None, nf4_kernel=args.nf4_kernel)
     from engine.generation.models import load_model
 
-    return load_model(args.model, device=args.device, quantization=args.quantization, dtype=args.dtype)
+    return load_model(args.model, device=args.device, quantization=args.quantization, dtype=args.dtype,
+                      nf4_kernel=args.nf4_kernel)
 
 
 def run(args) -> dict:
@@ -367,6 +371,8 @@ def run(args) -> dict:
     report: dict[str, Any] = {"benchmark": args.benchmark, "tasks": args.tasks, "model": loaded.name,
                               "dtype": loaded.dtype, "quantized": loaded.quantized, "agreement": args.agreement,
                               "preset": args.preset, "compile": args.compile, **device_description(loaded.model)}
+    if loaded.nf4_kernel is not None:
+        report["nf4_kernel"] = loaded.nf4_kernel   # which kernel ran 1-4 rows, and its check against bitsandbytes
     if args.compile:
         from engine.generation.compiled import compilable
 

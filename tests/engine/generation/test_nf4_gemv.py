@@ -391,3 +391,18 @@ def test_the_kernel_benchmark_dry_run_prints_its_json():
         assert all(row["max_error"] <= nf4_gemv.CHECK_TOLERANCE and row["egcfg_eager_us"] > 0
                    for row in shape["rows"].values())
     assert result["decoder_layer_graph_us"]["1"] == {"egcfg": None, "bitsandbytes": None}   # no CUDA graphs here
+
+
+def test_bench_replay_passes_the_flag(monkeypatch):
+    import argparse
+
+    from engine.bench import replay
+    from engine.generation import random_models
+
+    parser = argparse.ArgumentParser()
+    replay.add_arguments(parser)
+    asked = {}
+    monkeypatch.setattr(random_models, "random_model", lambda *a, **kw: asked.update(kw) or "loaded")
+    args = parser.parse_args(["mbpp", "--random-config", "tiny", "--quantization", "4bit", "--nf4-kernel", "bitsandbytes"])
+    assert replay.load(args) == "loaded" and asked["nf4_kernel"] == "bitsandbytes"
+    assert parser.parse_args(["mbpp", "--random-config", "tiny"]).nf4_kernel == "egcfg"
