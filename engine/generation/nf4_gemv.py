@@ -326,6 +326,9 @@ def use_nf4_gemv(model) -> NF4Report:
     patched = gemv_linear_class()
     readable = []
     for layer in layers:
+        if "forward" in vars(layer):   # e.g. an accelerate offload hook: the class's forward would not run
+            return NF4Report("bitsandbytes", len(layers), 0, reason="a 4-bit layer's forward is replaced on the "
+                                                                    "layer itself (an offloading hook?)")
         try:
             readable.append((layer, getattr(layer, "_egcfg_nf4", None) or nf4_tensors(layer.weight)))
         except ValueError as error:

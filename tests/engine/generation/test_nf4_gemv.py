@@ -245,6 +245,15 @@ def test_a_failed_check_switches_nothing(anywhere, monkeypatch):
     assert _classes(model) == ["Linear4bit", "Linear4bit"]
 
 
+def test_a_layer_whose_forward_is_hooked_keeps_bitsandbytes(anywhere):
+    model = Tiny()
+    hooked = model.body[1]
+    hooked.forward = lambda x: bnb.nn.Linear4bit.forward(hooked, x)   # as accelerate's hooks wrap it
+    report = nf4_gemv.use_nf4_gemv(model)
+    assert report.switched == 0 and "replaced on the layer itself" in report.reason
+    assert _classes(model) == ["Linear4bit", "Linear4bit"]
+
+
 def test_the_real_check_catches_a_kernel_that_reads_the_nibbles_swapped(anywhere, monkeypatch):
     def swapped(t):
         flipped = ((t.packed & 15) << 4) | (t.packed >> 4)
