@@ -120,10 +120,60 @@ def measure_shape(name: str, n: int, k: int, args, device: str) -> dict:
         if "egcfg_graph_us" in row and "bitsandbytes_graph_us" in row:
             row["graph_speedup"] = round(row["bitsandbytes_graph_us"] / row["egcfg_graph_us"], 2)
         out["rows"][rows] = row
+    if args.sweep:
+        out["sweep"] = sweep(stack, k, device, args)
     del stack, one
     if cuda:
         torch.cuda.empty_cache()
     return out
+
+
+SWEEP = [(block_n, block_k, warps) for block_n in (8, 16, 32) for block_k in (256, 512) for warps in (4, 8)]
+SWEEP_ROWS = (1, 2, 4)
+
+
+def sweep(stack, k: int, device: str, args) -> dict:
+    """Our kernel's CUDA-graph time per call for other block sizes and warp counts: name -> rows -> us
+    (or the error when a configuration gives another result than bitsandbytes)."""
+    import bitsandbytes as bnb
+
+    cuda = device == "cuda"
+    defaults = (nf4_gemv.BLOCK_N, nf4_gemv.BLOCK_K, nf4_gemv.NUM_WARPS)
+    out: dict = {}
+    try:
+        for block_n, block_k, warps in SWEEP:
+            nf4_gemv.BLOCK_N, nf4_gemv.BLOCK_K, nf4_gemv.NUM_WARPS = block_n, block_k, warps
+            times: dict = {}
+            for rows in SWEEP_ROWS:
+                x = torch.randn(rows, k, device=device, dtype=torch.bfloat16)
+                ours = lambda: [nf4_gemv.gemv_forward(layer, x) for layer in stack]   # noqa: E731
+                expected = bnb.nn.Linear4bit.forward(stack[0], x).float()
+                error = ((ours()[0].float() - expected).abs().max() / expected.abs().max()).item()
+                replay = graphed(ours, cuda)
+                if error > nf4_gemv.CHECK_TOLERANCE:
+                    times[rows] = f"differs from bitsandbytes by {error:.3g}"
+                elif callable(replay):
+                    times[rows] = round(per_call_us(replay, len(stack), args.repeats, cuda), 2)
+                else:
+                    times[rows] = replay
+            out[f"bn{block_n}-bk{block_k}-w{warps}"] = times
+    finally:
+        nf4_gemv.BLOCK_N, nf4_gemv.BLOCK_K, nf4_gemv.NUM_WARPS = defaults
+    return out
+
+
+def sweep_summary(shapes: dict) -> dict:
+    """Per configuration, one decoder layer's time (the sum over its linears) for each row count, and
+    the fastest configuration for each row count."""
+    totals: dict = {}
+    for name in next(iter(shapes.values()))["sweep"]:
+        totals[name] = {}
+        for rows in SWEEP_ROWS:
+            times = [shape["sweep"][name][rows] for shape in shapes.values()]
+            totals[name][rows] = round(sum(times), 1) if all(isinstance(t, float) for t in times) else None
+    best = {rows: min((t[rows], name) for name, t in totals.items() if t[rows] is not None)
+            for rows in SWEEP_ROWS if any(t[rows] is not None for t in totals.values())}
+    return {"decoder_layer_us": totals, "fastest": {rows: {"config": name, "us": us} for rows, (us, name) in best.items()}}
 
 
 def decoder_layer_us(shapes: dict, rows: int, label: str) -> float | None:
@@ -137,6 +187,8 @@ def main() -> int:
     parser.add_argument("--plain", action="store_true", help="fp32 absmax (real checkpoints) instead of nested")
     parser.add_argument("--stack-mb", type=float, default=256, help="weights per stacked shape (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time our kernel with other block sizes and warp counts (about a minute more)")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: checks the script runs")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.dry_run else "cpu"
@@ -160,6 +212,8 @@ def main() -> int:
     result["decoder_layer_graph_us"] = {rows: {label: decoder_layer_us(result["shapes"], rows, label)
                                                for label in ("egcfg", "bitsandbytes")}
                                         for rows in range(1, nf4_gemv.MAX_ROWS + 1)}
+    if args.sweep and device == "cuda":
+        result["sweep"] = sweep_summary(result["shapes"])
     print(json.dumps(result))
     return 0
 

@@ -79,14 +79,16 @@ def test_split_plan_covers_every_k_step_once(n, k):
 
 # --- the Triton kernel under the interpreter ----------------------------------------------------------
 
-INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize)
-    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize)
-    for name, n, k, nested, bias, dtype, blocksize in [
-        ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64),
-        ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64),
-        ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64),
-        ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128),
-        ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64),
+INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize, BLOCK_N, BLOCK_K)
+    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize, block_n, block_k)
+    for name, n, k, nested, bias, dtype, blocksize, block_n, block_k in [
+        ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64, 16, 256),
+        ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64, 16, 256),
+        ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64, 16, 256),
+        ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128, 16, 256),
+        ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64, 16, 256),
+        ("sweep-bn8-bk512-nested-bf16", 21, 1600, True, True, "bfloat16", 64, 8, 512),   # benchmarks/nf4_gemv.py --sweep
+        ("sweep-bn32-bk512-plain-fp32", 45, 1088, False, False, "float32", 64, 32, 512),
     ]
     for rows in (1, 2, 3, 4)
 ]
@@ -98,7 +100,8 @@ from bitsandbytes import functional as F
 from engine.generation import nf4_gemv as G
 G.KERNEL_DEVICES = ("cuda", "cpu")      # the op launches the (interpreted) kernel on CPU tensors
 results = {}
-for name, n, k, rows, nested, with_bias, dtype, blocksize in json.loads(sys.argv[1]):
+for name, n, k, rows, nested, with_bias, dtype, blocksize, block_n, block_k in json.loads(sys.argv[1]):
+    G.BLOCK_N, G.BLOCK_K = block_n, block_k
     g = torch.Generator().manual_seed(n * k + rows)
     dtype = getattr(torch, dtype)
     packed, state = F.quantize_4bit(torch.randn(n, k, generator=g, dtype=torch.bfloat16), blocksize=blocksize,
@@ -111,7 +114,7 @@ for name, n, k, rows, nested, with_bias, dtype, blocksize in json.loads(sys.argv
     reference = x.float() @ G.nf4_dequantize(weight, torch.float32).t()
     if bias is not None:
         reference = reference + bias.float()
-    splits = G.split_plan(n, k)[1]
+    splits = G.split_plan(n, k)[1]   # with this case's block sizes
     error = ((got.float() - reference).abs() / reference.abs().clamp(min=1.0)).max().item()
     results[name] = dict(error=error, dtype=str(got.dtype), shape=list(got.shape), splits=splits,
                          interpreted=type(G._nf4_gemv_kernel).__name__)
@@ -137,7 +140,7 @@ def interpreted():
 
 @pytest.mark.parametrize("case", INTERPRETER_CASES, ids=[case[0] for case in INTERPRETER_CASES])
 def test_interpreted_kernel_equals_reference_dequantize_and_matmul(interpreted, case):
-    name, n, _k, rows, _nested, _bias, dtype, _blocksize = case
+    name, n, _k, rows, _nested, _bias, dtype = case[:7]
     result = interpreted[name]
     assert result["interpreted"] == "InterpretedFunction"   # the Triton kernel ran, not the torch fallback
     assert result["shape"] == [rows, n] and result["dtype"] == f"torch.{dtype}"
@@ -390,8 +393,8 @@ def test_the_kernels_tensors_reach_a_compiled_graph_as_static_inputs(anywhere):
 
 def test_the_kernel_benchmark_dry_run_prints_its_json():
     """benchmarks/nf4_gemv.py (the GPU comparison) runs its plumbing on the CPU."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nf4_gemv.py"), "--dry-run"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nf4_gemv.py"), "--dry-run", "--sweep"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert set(result["shapes"]) == {"q", "down"} and result["device"] == "cpu"
@@ -400,6 +403,23 @@ def test_the_kernel_benchmark_dry_run_prints_its_json():
         assert all(row["max_error"] <= nf4_gemv.CHECK_TOLERANCE and row["egcfg_eager_us"] > 0
                    for row in shape["rows"].values())
     assert result["decoder_layer_graph_us"]["1"] == {"egcfg": None, "bitsandbytes": None}   # no CUDA graphs here
+    assert set(result["shapes"]["q"]["sweep"]) == {"bn8-bk256-w4", "bn8-bk256-w8", "bn8-bk512-w4", "bn8-bk512-w8",
+                                                   "bn16-bk256-w4", "bn16-bk256-w8", "bn16-bk512-w4", "bn16-bk512-w8",
+                                                   "bn32-bk256-w4", "bn32-bk256-w8", "bn32-bk512-w4", "bn32-bk512-w8"}
+
+
+def test_the_sweep_summary_adds_a_decoder_layer_and_picks_the_fastest():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nf4_gemv_bench", ROOT / "benchmarks" / "nf4_gemv.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shapes = {"q": {"sweep": {"a": {1: 10.0, 2: 12.0, 4: 30.0}, "b": {1: 8.0, 2: 13.0, 4: "differs by 0.5"}}},
+              "down": {"sweep": {"a": {1: 20.0, 2: 22.0, 4: 40.0}, "b": {1: 21.0, 2: 20.0, 4: 1.0}}}}
+    summary = bench.sweep_summary(shapes)
+    assert summary["decoder_layer_us"] == {"a": {1: 30.0, 2: 34.0, 4: 70.0}, "b": {1: 29.0, 2: 33.0, 4: None}}
+    assert summary["fastest"] == {1: {"config": "b", "us": 29.0}, 2: {"config": "b", "us": 33.0},
+                                  4: {"config": "a", "us": 70.0}}
 
 
 def test_bench_replay_passes_the_flag(monkeypatch):
