@@ -136,7 +136,8 @@ class Run:
     reuse: bool = False       # candidates whose first line was committed are kept for the next line
     force: list[int] | None = None                 # teacher forcing of the guided choice (replay)
     steer: candidates.Steer | None = None          # steering of candidate rows (replay)
-    compile: bool = False     # guided one-token steps through the compiled step (engine.generation.compiled)
+    compile: bool = False     # one-token steps compiled: the scheduler's batched forward when batching
+                              # (engine.generation.compiled_batch), else each guided step (.compiled)
 
     def steps(self, generator):
         """Run a step generator: alone on the model, or (batching) hand its steps to the scheduler."""
@@ -220,7 +221,7 @@ def run_agent(run: Run, config: AgentConfig, index: int):
             run.heads[config.style] = decode.prefill_head(run.model.model, prompt.ids, prompt.i_dyn)
         dec = decode.start(run.model.model, tokenizer, prompt.ids, prompt.i_dyn, gamma=gamma,
                            def_indent=run.def_indent, max_new_tokens=run.max_new_tokens, cancel=run.cancelled,
-                           head=run.heads[config.style], compile=run.compile)
+                           head=run.heads[config.style], compile=run.compile and not run.batch)
     if run.force is not None:
         dec.force = run.force
     seed = (run.seed + 7919 * index) % (2**62)
@@ -376,8 +377,9 @@ def run_completion(model, executor, task: CompletionTask, *, preset: str = "edit
     first_pass_wins  stop at the first agent whose program passes every given test (False: every
                 agent runs to its end, for benchmarks)
     batch_agents     override `fast` for the batching alone (tests: batched against one by one)
-    compile     guided one-token steps through a torch.compile'd step (CUDA graphs on a GPU); these
-                steps then run per agent, not in the shared batch; bitsandbytes 4-bit stays eager
+    compile     one-token steps through torch.compile'd functions (CUDA graphs on a GPU): when agents
+                are batched, the shared batched forward (every agent's guided and candidate steps);
+                otherwise each guided step; bitsandbytes 4-bit compiles only on a GPU (0.50+)
     teacher     for `egcfg bench replay`: an object with `.force` (token ids the guided choice follows)
                 and `.steer` (engine.generation.candidates.Steer for the candidate rows)
 
@@ -493,6 +495,11 @@ def _batched(run: Run, configs: Sequence[AgentConfig], concurrency: int) -> Iter
 
     from engine.generation.batching import forward_steps
 
+    if run.compile:   # the scheduler's forward compiled (the agents' own steps stay as they are)
+        from engine.generation import compiled, compiled_batch
+
+        if compiled.compilable(run.model.model)[0]:
+            forward_steps = compiled_batch.forward_steps
     waiting = deque(enumerate(configs))
     live: list[_Live] = []
     try:

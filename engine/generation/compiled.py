@@ -100,7 +100,8 @@ class _StaticLayer(CacheLayerMixin):
 class CompiledStep:
     """A compiled one-token step over `rows` rows (1: greedy, 2: the guided pair)."""
 
-    # Steps taken through any CompiledStep: counters outside the compiled code (a forward hook on
+    # Steps taken through any compiled step (this class and compiled_batch.BatchStep): counters
+    # outside the compiled code (a forward hook on
     # the model runs inside it, where a changing Python int would make torch.compile recompile).
     forwards = 0
     row_tokens = 0

@@ -1,5 +1,6 @@
-"""`egcfg bench replay --compile` (engine/bench/replay.py): the guided steps go through the compiled
-step (inductor on the CPU) and the replay commits the same lines as the eager one."""
+"""`egcfg bench replay --compile` (engine/bench/replay.py): the fast scheme's batched forwards go
+through the compiled batch step (inductor on the CPU) and the replay commits the same lines as the
+eager one."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_compiled_replay_commits_the_same_lines_as_eager(data_dir, dtype, monkeypatch):
     from engine.bench.accuracy import load_benchmark
     from engine.execution.executor import Executor
-    from engine.generation import compiled, decode
+    from engine.generation import decode
     from engine.generation.random_models import random_model
 
-    steps = []
-    real_step = compiled.CompiledStep.step
-    monkeypatch.setattr(compiled.CompiledStep, "step", lambda self, kv, token, gamma=None: steps.append(
-        (kv.rows, self.capacity)) or real_step(self, kv, token, gamma))
+    from engine.generation import compiled_batch
+
+    shapes = []   # the compiled batch step's (rows, slots) buckets
+    real_allocate = compiled_batch.BatchStep._allocate
+    monkeypatch.setattr(compiled_batch.BatchStep, "_allocate", lambda self, like, rows, slots: shapes.append(
+        (rows, slots)) or real_allocate(self, like, rows, slots))
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     task = load_benchmark("mbpp", str(data_dir), "11", None)[0]
@@ -33,23 +36,21 @@ def test_compiled_replay_commits_the_same_lines_as_eager(data_dir, dtype, monkey
         for compile_ in (False, True):
             records[compile_] = replay.replay_task(loaded, executor, task, "fast", 0.5, "editor", 0,
                                                    compile=compile_, committed=lines[compile_])
-    # per agent, the same lines in the same order (agents interleave differently: a compiled step
-    # runs in place, not batched with the other agents' steps)
+    # per agent, the same lines in the same order
     assert lines[False] and sorted(lines[True]) == sorted(lines[False])
     for agent in {line[0] for line in lines[False]}:
         assert [line for line in lines[True] if line[0] == agent] == [line for line in lines[False] if line[0] == agent]
     assert records[True]["agents"] == records[False]["agents"] == ["complete"] * 3
-    assert steps and {rows for rows, _ in steps} <= {1, 2}   # the compiled step ran (guided pairs, gamma-0 rows)
-    # compiled once per row count and bucket, not once per decoding (3 agents, many lines each),
-    # and every compiled step was counted as a forward
-    compiles = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    assert 0 < compiles <= len({(rows, capacity) for rows, capacity in steps if capacity})
+    # the scheduler's batched forwards were the compiled ones, compiled once per bucket of rows and
+    # slots (not once per step or decoding), and every compiled forward was counted
     compiled_run = records[True]
-    assert compiled_run["compiled_steps"] == len(steps)
-    assert compiled_run["forwards"] == compiled_run["eager_forwards"] + len(steps)
+    assert shapes and compiled_run["compiled_steps"] > 0
+    assert compiled_run["forwards"] == compiled_run["eager_forwards"] + compiled_run["compiled_steps"]
+    compiles = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert 0 < compiles <= len(set(shapes))
     # where the time went: issuing eager forwards and the compiled steps, each within the whole
     for record in records.values():
         assert 0 < record["eager_host_seconds"] < record["seconds"]
         assert 0 <= record["compiled_step_seconds"] < record["seconds"]
     assert compiled_run["compiled_step_seconds"] > 0 and records[False]["compiled_step_seconds"] == 0
-
+    assert decode.stop_token_ids(loaded.tokenizer, loaded.model)   # the task ran with real stop tokens
