@@ -220,6 +220,18 @@ def test_on_cpu_it_is_a_no_op_with_the_reason():
     assert _classes(model) == ["Linear4bit", "Linear4bit"]
 
 
+def test_each_missing_piece_is_named(monkeypatch):
+    model = Tiny()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # past the first reason
+    assert "on cpu, not on a CUDA device" in nf4_gemv.environment_problem(model)
+    monkeypatch.setattr(bnb, "__version__", "0.44.1")
+    assert nf4_gemv.environment_problem(model) == "bitsandbytes 0.44.1 is older than 0.45"
+    monkeypatch.setattr(nf4_gemv, "triton", None)
+    assert nf4_gemv.environment_problem(model) == "triton is not installed"
+    report = nf4_gemv.use_nf4_gemv(model)
+    assert (report.switched, report.reason) == (0, "triton is not installed")
+
+
 def test_a_model_without_4bit_layers_says_so():
     report = nf4_gemv.use_nf4_gemv(torch.nn.Linear(64, 64))
     assert report.switched == 0 and "no bitsandbytes 4-bit layers" in report.reason
