@@ -409,8 +409,8 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
     """bench replay on MBPP, fast against paper, eager. With `compile`: the fast scheme eager and
     with its guided steps compiled, task by task on the same tasks (the first H200 run timed them
     on different tasks and could not tell why compiled was slower), after a warm-up task that is
-    not counted (it compiles the 1-row and 2-row steps); every cache goes into one size bucket
-    (4,096 slots), so the measured tasks compile nothing. Each scheme's summary says where a
+    not counted (it compiles the batched step); every cache goes into one size bucket (4,096
+    slots) and the batched step has at least 16 rows, so the measured tasks compile nothing. Each scheme's summary says where a
     line's time goes (eager forwards: host and GPU time; compiled steps; the sandbox)."""
     import torch
 
@@ -418,7 +418,7 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
     from engine.bench.replay import replay_task, summarise
     from engine.errors import UserError
     from engine.execution.executor import Executor
-    from engine.generation import compiled
+    from engine.generation import compiled, compiled_batch
 
     tasks = load_benchmark("mbpp", data, "11-12" if dry_run and compile else "11" if dry_run else "11-20", None)
     loaded = _load(config, precision, dry_run)
@@ -439,8 +439,9 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
         if compile:
             ok, why = compiled.compilable(loaded.model)
             save(config=config, precision=precision, compile=True, compiled=ok, compile_note=why or None)
-            if not dry_run:
+            if not dry_run:   # one bucket of slots (and of rows, for the batched step): no compile while timed
                 compiled.BUCKETS = tuple(size for size in compiled.BUCKETS if size >= 4096)
+                compiled_batch.ROW_BUCKETS = tuple(size for size in compiled_batch.ROW_BUCKETS if size >= 16)
             begin = time.perf_counter()
             warm = replay_task(loaded, executor, tasks[0], "fast", 0.5, "editor", 0, compile=True)
             save(warmup_task=tasks[0].task_id, warmup_s=round(time.perf_counter() - begin, 1),
