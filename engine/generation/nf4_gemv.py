@@ -104,11 +104,6 @@ def nf4_dequantize(weight, dtype: torch.dtype | None = None) -> torch.Tensor:
     return dequantize_tensors(nf4_tensors(weight)).to(dtype or weight.quant_state.dtype)
 
 
-def reference_partial(x: torch.Tensor, t: NF4Tensors) -> torch.Tensor:
-    """The fp32 product [1, M, N] the kernel's partial sums add up to."""
-    return (x.float() @ dequantize_tensors(t).t()).unsqueeze(0)
-
-
 try:
     import triton
     import triton.language as tl
@@ -124,11 +119,18 @@ if triton is not None:
         return tl.sum(tl.sum(c_even * x_even[None] + c_odd * x_odd[None], axis=2) * scale, axis=1)
 
     @triton.jit
-    def _nf4_gemv_kernel(x_ptr, packed_ptr, absmax_ptr, code_ptr, absmax2_ptr, code2_ptr, offset, partial_ptr,
+    def _store_row(out_row_ptr, acc, rows, row_ok, bias_ptr, HAS_BIAS: tl.constexpr):
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        tl.store(out_row_ptr + rows, acc.to(out_row_ptr.dtype.element_ty), mask=row_ok)
+
+    @triton.jit
+    def _nf4_gemv_kernel(x_ptr, packed_ptr, absmax_ptr, code_ptr, absmax2_ptr, code2_ptr, offset, out_ptr, bias_ptr,
                          N, K, steps_per_split,
                          M: tl.constexpr, QBLOCK: tl.constexpr, QBLOCK2: tl.constexpr, NESTED: tl.constexpr,
-                         BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
-        """partial[split, m, n] = sum over this split's K range of x[m, k] * code[q[n, k]] * absmax.
+                         HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+        """out[split, m, n] = sum over this split's K range of x[m, k] * code[q[n, k]] * absmax: fp32
+        partial sums, or with one split y[m, n] itself (+ bias, in out's dtype).
         A step holds GROUPS quantization blocks of BLOCK_N rows as [BLOCK_N, GROUPS, QBLOCK/2] bytes:
         a block's QBLOCK/2 bytes are contiguous and share one absmax."""
         HALF: tl.constexpr = QBLOCK // 2
@@ -167,14 +169,14 @@ if triton is not None:
                 acc2 += _row_dot(x_ptr + 2 * K, column, x_ok, c_even, c_odd, scale)
             if M > 3:
                 acc3 += _row_dot(x_ptr + 3 * K, column, x_ok, c_even, c_odd, scale)
-        out = partial_ptr + split * M * N + rows
-        tl.store(out, acc0, mask=row_ok)
+        out = out_ptr + split * M * N
+        _store_row(out, acc0, rows, row_ok, bias_ptr, HAS_BIAS)
         if M > 1:
-            tl.store(out + N, acc1, mask=row_ok)
+            _store_row(out + N, acc1, rows, row_ok, bias_ptr, HAS_BIAS)
         if M > 2:
-            tl.store(out + 2 * N, acc2, mask=row_ok)
+            _store_row(out + 2 * N, acc2, rows, row_ok, bias_ptr, HAS_BIAS)
         if M > 3:
-            tl.store(out + 3 * N, acc3, mask=row_ok)
+            _store_row(out + 3 * N, acc3, rows, row_ok, bias_ptr, HAS_BIAS)
 
 
 def split_plan(n: int, k: int) -> tuple[int, int, int]:
@@ -188,20 +190,33 @@ def split_plan(n: int, k: int) -> tuple[int, int, int]:
     return row_blocks, -(-steps // per_split), per_split
 
 
-def triton_partial(x: torch.Tensor, t: NF4Tensors, launch=None) -> torch.Tensor:
-    """The kernel's fp32 partial sums [splits, M, N] for a contiguous x [M, K], M <= 4. `launch` wraps
-    the kernel (torch.library.wrap_triton inside the op; the plain kernel for the interpreter)."""
+def triton_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None, launch=None) -> torch.Tensor:
+    """y [M, N] = x [M, K] @ W^T (+ bias) in x's dtype by the kernel, for a contiguous x, M <= 4.
+    One split writes y itself; more write fp32 partial sums, added here in a fixed order. `launch`
+    wraps the kernel (torch.library.wrap_triton inside the op; the plain kernel for the interpreter)."""
     rows, k = x.shape
     if not 1 <= rows <= MAX_ROWS or k != t.k:
         raise ValueError(f"the kernel takes 1-{MAX_ROWS} rows of {t.k} features, not {tuple(x.shape)}")
     row_blocks, splits, per_split = split_plan(t.n, k)
-    partial = torch.empty((splits, rows, t.n), device=x.device, dtype=torch.float32)
+    final = splits == 1
+    out = torch.empty((rows, t.n) if final else (splits, rows, t.n), device=x.device,
+                      dtype=x.dtype if final else torch.float32)
     kernel = (launch or (lambda fn: fn))(_nf4_gemv_kernel)
-    kernel[(row_blocks, splits)](x, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, partial,
-                                 t.n, k, per_split, M=rows, QBLOCK=t.blocksize, QBLOCK2=t.blocksize2,
-                                 NESTED=t.nested, BLOCK_N=BLOCK_N, GROUPS=BLOCK_K // t.blocksize,
+    kernel[(row_blocks, splits)](x, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, out,
+                                 bias if final and bias is not None else out, t.n, k, per_split,
+                                 M=rows, QBLOCK=t.blocksize, QBLOCK2=t.blocksize2, NESTED=t.nested,
+                                 HAS_BIAS=final and bias is not None, BLOCK_N=BLOCK_N, GROUPS=BLOCK_K // t.blocksize,
                                  num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-    return partial
+    return out if final else add_bias(out.sum(0), bias, x.dtype)
+
+
+def reference_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """What the kernel computes, in plain torch: fp32 products of the dequantized weight."""
+    return add_bias(x.float() @ dequantize_tensors(t).t(), bias, x.dtype)
+
+
+def add_bias(y: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    return (y if bias is None else y + bias.float()).to(dtype)
 
 
 def _nf4_gemv(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
@@ -211,13 +226,8 @@ def _nf4_gemv(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code:
     t = NF4Tensors(packed, absmax, code, absmax2, code2, offset, n, x.shape[-1], blocksize, blocksize2, nested)
     if x.device.type in KERNEL_DEVICES and triton is not None:
         from torch.library import wrap_triton
-        partial = triton_partial(x, t, wrap_triton)
-    else:
-        partial = reference_partial(x, t)
-    y = partial.sum(0)
-    if bias is not None:
-        y = y + bias.float()
-    return y.to(x.dtype)
+        return triton_gemv(x, t, bias, wrap_triton)
+    return reference_gemv(x, t, bias)
 
 
 @functools.cache

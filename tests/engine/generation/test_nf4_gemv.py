@@ -79,16 +79,18 @@ def test_split_plan_covers_every_k_step_once(n, k):
 
 # --- the Triton kernel under the interpreter ----------------------------------------------------------
 
-INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize, BLOCK_N, BLOCK_K)
-    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize, block_n, block_k)
-    for name, n, k, nested, bias, dtype, blocksize, block_n, block_k in [
-        ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64, 16, 256),
-        ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64, 16, 256),
-        ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64, 16, 256),
-        ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128, 16, 256),
-        ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64, 16, 256),
-        ("sweep-bn8-bk512-nested-bf16", 21, 1600, True, True, "bfloat16", 64, 8, 512),   # benchmarks/nf4_gemv.py --sweep
-        ("sweep-bn32-bk512-plain-fp32", 45, 1088, False, False, "float32", 64, 32, 512),
+INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize, BLOCK_N, BLOCK_K, TARGET_PROGRAMS)
+    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize, block_n, block_k, target)
+    for name, n, k, nested, bias, dtype, blocksize, block_n, block_k, target in [
+        ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64, 16, 256, 512),
+        ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64, 16, 256, 512),
+        ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64, 16, 256, 512),
+        ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128, 16, 256, 512),
+        ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64, 16, 256, 512),
+        ("sweep-bn8-bk512-nested-bf16", 21, 1600, True, True, "bfloat16", 64, 8, 512, 512),   # nf4_gemv.py --sweep
+        ("sweep-bn32-bk512-plain-fp32", 45, 1088, False, False, "float32", 64, 32, 512, 512),
+        ("unsplit-k-tail-nested-bias-bf16", 40, 1344, True, True, "bfloat16", 64, 16, 256, 1),   # y written directly
+        ("unsplit-plain-fp32", 19, 768, False, False, "float32", 64, 16, 256, 1),
     ]
     for rows in (1, 2, 3, 4)
 ]
@@ -100,8 +102,8 @@ from bitsandbytes import functional as F
 from engine.generation import nf4_gemv as G
 G.KERNEL_DEVICES = ("cuda", "cpu")      # the op launches the (interpreted) kernel on CPU tensors
 results = {}
-for name, n, k, rows, nested, with_bias, dtype, blocksize, block_n, block_k in json.loads(sys.argv[1]):
-    G.BLOCK_N, G.BLOCK_K = block_n, block_k
+for name, n, k, rows, nested, with_bias, dtype, blocksize, block_n, block_k, target in json.loads(sys.argv[1]):
+    G.BLOCK_N, G.BLOCK_K, G.TARGET_PROGRAMS = block_n, block_k, target
     g = torch.Generator().manual_seed(n * k + rows)
     dtype = getattr(torch, dtype)
     packed, state = F.quantize_4bit(torch.randn(n, k, generator=g, dtype=torch.bfloat16), blocksize=blocksize,
@@ -144,12 +146,16 @@ def test_interpreted_kernel_equals_reference_dequantize_and_matmul(interpreted, 
     result = interpreted[name]
     assert result["interpreted"] == "InterpretedFunction"   # the Triton kernel ran, not the torch fallback
     assert result["shape"] == [rows, n] and result["dtype"] == f"torch.{dtype}"
-    # fp32: only the summation order differs; bf16: one rounding of the output (2^-8 relative)
-    assert result["error"] <= (2e-5 if dtype == "float32" else 2 ** -8)
+    # fp32: only the summation order differs; bf16: one rounding of the output, half an ulp (2^-9
+    # relative), a whole one where the kernel writes bf16 itself: the interpreter truncates there
+    # (the GPU rounds to nearest, Triton's default)
+    bf16 = 2 ** -7 if result["splits"] == 1 else 2 ** -8
+    assert result["error"] <= (2e-5 if dtype == "float32" else bf16)
 
 
-def test_interpreter_cases_include_a_split_k():
-    assert nf4_gemv.split_plan(40, 1280)[1] > 1 and nf4_gemv.split_plan(17, 320)[1] > 1
+def test_interpreter_cases_split_k_and_not(interpreted):
+    assert interpreted["split-k-plain-fp32-m1"]["splits"] > 1 and interpreted["odd-n-k-tail-nested-bias-bf16-m2"]["splits"] > 1
+    assert interpreted["unsplit-k-tail-nested-bias-bf16-m3"]["splits"] == 1 == interpreted["unsplit-plain-fp32-m4"]["splits"]
 
 
 CAPTURE_SCRIPT = """
@@ -296,20 +302,20 @@ def test_small_inputs_go_to_the_kernel_and_prefills_to_bitsandbytes(anywhere, mo
     model = Tiny()
     nf4_gemv.use_nf4_gemv(model)
     calls = []
-    kernel_partial = nf4_gemv.triton_partial
+    kernel = nf4_gemv.triton_gemv
 
-    def launcher(x, tensors, launch=None):   # the kernel's place, filled by the reference
+    def launcher(x, tensors, bias=None, launch=None):   # the kernel's place, filled by the reference
         calls.append(("kernel", tuple(x.shape)))
-        return nf4_gemv.reference_partial(x, tensors).expand(2, -1, -1) / 2   # as two K splits would
+        return nf4_gemv.reference_gemv(x, tensors, bias)
     bnb_forward = bnb.nn.Linear4bit.forward
 
     def bitsandbytes(layer, x):
         calls.append(("bitsandbytes", tuple(x.shape)))
         return bnb_forward(layer, x)
     monkeypatch.setattr(nf4_gemv, "KERNEL_DEVICES", ("cuda", "cpu"))
-    monkeypatch.setattr(nf4_gemv, "triton_partial", launcher)
+    monkeypatch.setattr(nf4_gemv, "triton_gemv", launcher)
     monkeypatch.setattr(bnb.nn.Linear4bit, "forward", bitsandbytes)
-    assert kernel_partial is not launcher
+    assert kernel is not launcher
     with torch.no_grad():
         for shape in [(1, 1, 128), (2, 1, 128), (4, 128), (1, 5, 128), (2, 3, 128)]:
             calls.clear()
