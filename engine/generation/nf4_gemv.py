@@ -32,10 +32,11 @@ CHECK_TOLERANCE = 2 ** -5   # max |ours - bitsandbytes| / max |bitsandbytes|: 4 
 # bytes in flight. A [16, 256] step reads 16 rows x 128 contiguous bytes (one cache line each) and
 # holds 2 x 2,048 fp32 values in 4 warps (~32 registers a thread), leaving room for many programs an
 # SM. Few output features (q/o: 3,584 -> 224 blocks; k/v: 512 -> 32) would leave most of 132 SMs idle,
-# so K is split until ~512 programs (about 4 an SM) and the fp32 partial sums are added afterwards, in
-# a fixed order (no atomics: the same input gives the same bits, eager and compiled alike).
+# so K is split until ~512 programs (about 4 an SM) and a second kernel adds the fp32 partial sums in
+# a fixed order (no atomics, no torch sum: the same input gives the same bits, eager and compiled).
 NUM_WARPS = 4
 NUM_STAGES = 3
+SUM_BLOCK = 1024        # outputs per program of the split-K sum
 KERNEL_DEVICES = ("cuda",)   # where the op launches the kernel; tests add "cpu" under TRITON_INTERPRET=1
 
 
@@ -179,6 +180,21 @@ if triton is not None:
             _store_row(out + 3 * N, acc3, rows, row_ok, bias_ptr, HAS_BIAS)
 
 
+    @triton.jit
+    def _sum_splits_kernel(partial_ptr, bias_ptr, out_ptr, SPLITS, N, TOTAL, HAS_BIAS: tl.constexpr,
+                           BLOCK: tl.constexpr):
+        """out = partial[0] + partial[1] + ... (+ bias), in this order: the same bits eager and compiled
+        (a torch sum would be free to reorder under inductor)."""
+        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        ok = index < TOTAL
+        acc = tl.load(partial_ptr + index, mask=ok, other=0.0)
+        for split in range(1, SPLITS):
+            acc += tl.load(partial_ptr + split * TOTAL + index, mask=ok, other=0.0)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + index % N, mask=ok, other=0.0).to(tl.float32)
+        tl.store(out_ptr + index, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
 def split_plan(n: int, k: int) -> tuple[int, int, int]:
     """(row blocks, K splits, steps per split): split K by powers of two until ~TARGET_PROGRAMS."""
     row_blocks = -(-n // BLOCK_N)
@@ -192,22 +208,26 @@ def split_plan(n: int, k: int) -> tuple[int, int, int]:
 
 def triton_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None, launch=None) -> torch.Tensor:
     """y [M, N] = x [M, K] @ W^T (+ bias) in x's dtype by the kernel, for a contiguous x, M <= 4.
-    One split writes y itself; more write fp32 partial sums, added here in a fixed order. `launch`
+    One split writes y itself; more write fp32 partial sums, added by a second kernel. `launch`
     wraps the kernel (torch.library.wrap_triton inside the op; the plain kernel for the interpreter)."""
     rows, k = x.shape
     if not 1 <= rows <= MAX_ROWS or k != t.k:
         raise ValueError(f"the kernel takes 1-{MAX_ROWS} rows of {t.k} features, not {tuple(x.shape)}")
     row_blocks, splits, per_split = split_plan(t.n, k)
+    launch = launch or (lambda fn: fn)   # unused pointers get x, which no kernel writes (never an output's alias)
+    y = torch.empty((rows, t.n), device=x.device, dtype=x.dtype)
     final = splits == 1
-    out = torch.empty((rows, t.n) if final else (splits, rows, t.n), device=x.device,
-                      dtype=x.dtype if final else torch.float32)
-    kernel = (launch or (lambda fn: fn))(_nf4_gemv_kernel)
-    kernel[(row_blocks, splits)](x, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, out,
-                                 bias if final and bias is not None else out, t.n, k, per_split,
-                                 M=rows, QBLOCK=t.blocksize, QBLOCK2=t.blocksize2, NESTED=t.nested,
-                                 HAS_BIAS=final and bias is not None, BLOCK_N=BLOCK_N, GROUPS=BLOCK_K // t.blocksize,
-                                 num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-    return out if final else add_bias(out.sum(0), bias, x.dtype)
+    out = y if final else torch.empty((splits, rows, t.n), device=x.device, dtype=torch.float32)
+    launch(_nf4_gemv_kernel)[(row_blocks, splits)](
+        x, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, out, bias if final and bias is not None else x,
+        t.n, k, per_split, M=rows, QBLOCK=t.blocksize, QBLOCK2=t.blocksize2, NESTED=t.nested,
+        HAS_BIAS=final and bias is not None, BLOCK_N=BLOCK_N, GROUPS=BLOCK_K // t.blocksize,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+    if not final:
+        total = rows * t.n
+        launch(_sum_splits_kernel)[(-(-total // SUM_BLOCK),)](
+            out, bias if bias is not None else x, y, splits, t.n, total, HAS_BIAS=bias is not None, BLOCK=SUM_BLOCK)
+    return y
 
 
 def reference_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
