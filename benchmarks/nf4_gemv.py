@@ -173,7 +173,8 @@ def sweep_summary(shapes: dict) -> dict:
             totals[name][rows] = round(sum(times), 1) if all(isinstance(t, float) for t in times) else None
     best = {rows: min((t[rows], name) for name, t in totals.items() if t[rows] is not None)
             for rows in SWEEP_ROWS if any(t[rows] is not None for t in totals.values())}
-    return {"decoder_layer_us": totals, "fastest": {rows: {"config": name, "us": us} for rows, (us, name) in best.items()}}
+    fastest = {rows: {"config": name, "us": us} for rows, (us, name) in best.items()}
+    return {"decoder_layer_us": totals, "fastest": fastest}
 
 
 def decoder_layer_us(shapes: dict, rows: int, label: str) -> float | None:

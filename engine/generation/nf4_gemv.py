@@ -214,7 +214,8 @@ def triton_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = N
     if not 1 <= rows <= MAX_ROWS or k != t.k:
         raise ValueError(f"the kernel takes 1-{MAX_ROWS} rows of {t.k} features, not {tuple(x.shape)}")
     row_blocks, splits, per_split = split_plan(t.n, k)
-    launch = launch or (lambda fn: fn)   # unused pointers get x, which no kernel writes (never an output's alias)
+    launch = launch or (lambda fn: fn)
+    # pointers a kernel does not use get x, which no kernel writes (never an alias of an output)
     y = torch.empty((rows, t.n), device=x.device, dtype=x.dtype)
     final = splits == 1
     out = y if final else torch.empty((splits, rows, t.n), device=x.device, dtype=torch.float32)

@@ -152,8 +152,9 @@ def test_interpreted_kernel_equals_reference_dequantize_and_matmul(interpreted, 
 
 
 def test_interpreter_cases_split_k_and_not(interpreted):
-    assert interpreted["split-k-plain-fp32-m1"]["splits"] > 1 and interpreted["odd-n-k-tail-nested-bias-bf16-m2"]["splits"] > 1
-    assert interpreted["unsplit-k-tail-nested-bias-bf16-m3"]["splits"] == 1 == interpreted["unsplit-plain-fp32-m4"]["splits"]
+    splits = {name: result["splits"] for name, result in interpreted.items()}
+    assert splits["split-k-plain-fp32-m1"] > 1 and splits["odd-n-k-tail-nested-bias-bf16-m2"] > 1
+    assert splits["unsplit-k-tail-nested-bias-bf16-m3"] == 1 == splits["unsplit-plain-fp32-m4"]
 
 
 CAPTURE_SCRIPT = """
@@ -449,6 +450,7 @@ def test_bench_replay_passes_the_flag(monkeypatch):
     replay.add_arguments(parser)
     asked = {}
     monkeypatch.setattr(random_models, "random_model", lambda *a, **kw: asked.update(kw) or "loaded")
-    args = parser.parse_args(["mbpp", "--random-config", "tiny", "--quantization", "4bit", "--nf4-kernel", "bitsandbytes"])
+    args = parser.parse_args(["mbpp", "--random-config", "tiny", "--quantization", "4bit",
+                              "--nf4-kernel", "bitsandbytes"])
     assert replay.load(args) == "loaded" and asked["nf4_kernel"] == "bitsandbytes"
     assert parser.parse_args(["mbpp", "--random-config", "tiny"]).nf4_kernel == "egcfg"
