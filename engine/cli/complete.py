@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--compile", action="store_true",
                         help="run guided steps through a torch.compile'd step (CUDA graphs on a GPU; 4-bit stays eager)")
+    parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
+                        help="4-bit on a GPU: who multiplies 1-4 rows, egcfg's kernel or bitsandbytes' (default: %(default)s)")
     parser.add_argument("--python", metavar="PATH", default="",
                         help="the project's interpreter for the tests (default: a .venv/venv at the project root, else egcfg's)")
 
@@ -156,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         _check_setup(executor, site.source_before + site.body_indent + "pass\n" + site.source_after, suite, layout.to_dict())
         view.status(f"loading {args.model or DEFAULT_MODEL} ...")
-        model = load_model(args.model or DEFAULT_MODEL, device=args.device)
+        model = load_model(args.model or DEFAULT_MODEL, device=args.device, nf4_kernel=args.nf4_kernel)
         view.status(f"model ready: {describe(model)}")
         task = CompletionTask(
             function_name=function,
