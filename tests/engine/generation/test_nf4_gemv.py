@@ -454,3 +454,19 @@ def test_bench_replay_passes_the_flag(monkeypatch):
                               "--nf4-kernel", "bitsandbytes"])
     assert replay.load(args) == "loaded" and asked["nf4_kernel"] == "bitsandbytes"
     assert parser.parse_args(["mbpp", "--random-config", "tiny"]).nf4_kernel == "egcfg"
+
+
+def test_a_checkpoint_loaded_in_4bit_by_transformers_switches_after_the_check(anywhere, tiny_model_dir):
+    """transformers' bitsandbytes loading (BitsAndBytesConfig, statistics not nested, as real models
+    are loaded): the kernel reads its layers and the check against bitsandbytes passes."""
+    from engine.generation.models import load_model
+
+    loaded = load_model(str(tiny_model_dir), device="cpu", quantization="4bit", dtype="bf16")
+    layers = nf4_gemv.four_bit_layers(loaded.model)
+    assert layers and not any(layer.weight.quant_state.nested for layer in layers)
+    report = loaded.nf4_kernel
+    assert (report["kernel"], report["switched"], report["layers"]) == ("egcfg", len(layers), len(layers))
+    assert 0 < report["max_error"] <= 2 ** -7
+    with torch.no_grad():
+        logits = loaded.model(input_ids=torch.tensor([[5, 6, 7], [8, 9, 10]])[:, -1:]).logits
+    assert logits.shape[:2] == (2, 1) and torch.isfinite(logits).all()
