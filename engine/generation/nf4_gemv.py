@@ -240,15 +240,21 @@ def add_bias(y: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype) 
     return (y if bias is None else y + bias.float()).to(dtype)
 
 
+def gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None, launch=None) -> torch.Tensor:
+    """y [M, N] = x [M, K] @ W^T (+ bias) in x's dtype; the kernel on CUDA, the reference elsewhere."""
+    if x.device.type in KERNEL_DEVICES and triton is not None:
+        return triton_gemv(x, t, bias, launch)
+    return reference_gemv(x, t, bias)
+
+
 def _nf4_gemv(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
               absmax2: torch.Tensor, code2: torch.Tensor, offset: float, n: int, blocksize: int, blocksize2: int,
               nested: bool, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """y [M, N] = x [M, K] @ W^T (+ bias) in x's dtype; the kernel on CUDA, the reference elsewhere."""
+    """The op's body: gemv with the kernels wrapped for tracing."""
+    from torch.library import wrap_triton
+
     t = NF4Tensors(packed, absmax, code, absmax2, code2, offset, n, x.shape[-1], blocksize, blocksize2, nested)
-    if x.device.type in KERNEL_DEVICES and triton is not None:
-        from torch.library import wrap_triton
-        return triton_gemv(x, t, bias, wrap_triton)
-    return reference_gemv(x, t, bias)
+    return gemv(x, t, bias, wrap_triton)
 
 
 @functools.cache
@@ -258,11 +264,15 @@ def nf4_gemv_op():
 
 
 def nf4_linear(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """x [..., K] @ W^T (+ bias) through egcfg::nf4_gemv; the leading dims' product must be <= 4."""
-    if not hasattr(torch.ops.egcfg, "nf4_gemv"):   # registered by then in compiled code (dynamo cannot trace it)
-        nf4_gemv_op()
-    y = torch.ops.egcfg.nf4_gemv(x.reshape(-1, t.k).contiguous(), t.packed, t.absmax, t.code, t.absmax2, t.code2,
-                                 t.offset, t.n, t.blocksize, t.blocksize2, t.nested, bias)
+    """x [..., K] @ W^T (+ bias); the leading dims' product must be <= 4. Compiled code calls the op
+    egcfg::nf4_gemv (registered by use_nf4_gemv: dynamo cannot trace the registration); eager code
+    calls its body directly, without the dispatcher's Python cost on every layer of every step."""
+    rows = x.reshape(-1, t.k).contiguous()
+    if torch.compiler.is_compiling():
+        y = torch.ops.egcfg.nf4_gemv(rows, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, t.n,
+                                     t.blocksize, t.blocksize2, t.nested, bias)
+    else:
+        y = gemv(rows, t, bias)
     return y.reshape(*x.shape[:-1], t.n)
 
 
@@ -355,6 +365,7 @@ def use_nf4_gemv(model) -> NF4Report:
     if problem:
         return NF4Report("bitsandbytes", len(layers), 0, reason=problem)
     patched = gemv_linear_class()
+    nf4_gemv_op()
     readable = []
     for layer in layers:
         if "forward" in vars(layer):   # e.g. an accelerate offload hook: the class's forward would not run

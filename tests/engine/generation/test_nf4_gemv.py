@@ -397,16 +397,20 @@ def test_the_kernels_tensors_reach_a_compiled_graph_as_static_inputs(anywhere):
     nf4_gemv.use_nf4_gemv(model)
     inputs = {}
 
+    ops = []
+
     def backend(graph, example_inputs):
         for node in graph.graph.nodes:
             if node.op == "placeholder":
                 inputs[node.name] = node.meta.get("tensor_dict", {}).get("_dynamo_static_input_type")
+            ops.append(str(node.target))
         return graph.forward
     with torch.no_grad():
         torch.compile(model, fullgraph=True, backend=backend)(torch.randn(2, 1, 128, dtype=torch.bfloat16))
     ours = {name: kind for name, kind in inputs.items() if "egcfg_nf4" in name}
     assert len(ours) == 10 and set(ours.values()) == {"unguarded"}   # 5 tensors x 2 layers
     assert inputs["l_x_"] is None
+    assert sum("egcfg.nf4_gemv" in op for op in ops) == 2, ops   # compiled code calls the op, eager code its body
 
 
 def test_the_kernel_benchmark_dry_run_prints_its_json():
