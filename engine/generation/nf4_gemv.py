@@ -25,9 +25,8 @@ MAX_ROWS = 4            # larger inputs (prefills) keep bitsandbytes' path
 BLOCK_N = 16            # output features per program
 BLOCK_K = 256           # input elements per program and loop step (128 packed bytes a row)
 TARGET_PROGRAMS = 512   # split K until there are about this many programs
-CHECK_TOLERANCE = 2 ** -5   # max |ours - bitsandbytes| / max |bitsandbytes|: 4 bf16 ulps near the max
-# (both outputs are rounded to bf16, and bitsandbytes rounds W to bf16 first: 7B-shape layers on the
-# CPU differed by 0.003-0.0056, one ulp; a wrong nibble, scale or row is off by order 1)
+CHECK_TOLERANCE = 2 ** -5   # max |ours - bitsandbytes| / max |bitsandbytes|: 4 bf16 ulps near the max (7B-shape
+# layers on the CPU differed by 0.003-0.0056, one ulp; a wrong nibble, scale or row is off by order 1)
 # Why these sizes (unmeasured until the next GPU run): the kernel is memory-bound, so what matters is
 # bytes in flight. A [16, 256] step reads 16 rows x 128 contiguous bytes (one cache line each) and
 # holds 2 x 2,048 fp32 values in 4 warps (~32 registers a thread), leaving room for many programs an
@@ -157,8 +156,7 @@ if triton is not None:
                 scale = tl.load(absmax_ptr + block, mask=ok, other=0.0)
             byte = tl.load(packed_ptr + block[:, :, None] * HALF + in_group[None, None, :], mask=ok[:, :, None],
                            other=0).to(tl.int32)
-            # sum code * x over each block first, then scale it once: 2 multiplies a byte fewer than
-            # scaling every element (the same sum; fp32 rounding differs at the 1e-7 level)
+            # each block's sum of code * x is scaled once: 2 multiplies a byte fewer than scaling elements
             c_even = tl.load(code_ptr + (byte >> 4))     # element 2j: the high nibble
             c_odd = tl.load(code_ptr + (byte & 15))
             column = group[:, None] * QBLOCK + 2 * in_group[None, :]           # [GROUPS, HALF], even k
@@ -383,9 +381,9 @@ def use_nf4_gemv(model) -> NF4Report:
         error = check_layer(first)
     except Exception as failure:   # a kernel that does not compile or launch here must not stop the load
         del first._egcfg_nf4
+        line = (str(failure).strip().splitlines() or [""])[0][:200]
         return NF4Report("bitsandbytes", len(layers), 0,
-                         reason=f"the kernel failed on the first layer ({type(failure).__name__}: "
-                                f"{str(failure).strip().splitlines()[0][:200] if str(failure).strip() else ''})")
+                         reason=f"the kernel failed on the first layer ({type(failure).__name__}: {line})")
     if not error <= CHECK_TOLERANCE:
         del first._egcfg_nf4
         return NF4Report("bitsandbytes", len(layers), 0, error,
