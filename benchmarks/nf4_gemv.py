@@ -191,7 +191,13 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="also time our kernel with other block sizes and warp counts (about a minute more)")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: checks the script runs")
-    args = parser.parse_args()
+    print(json.dumps(run(parser.parse_args())))
+    return 0
+
+
+def run(args: argparse.Namespace, save=None) -> dict:
+    """The whole measurement (also the GPU suite's `kernel` part, which passes `save` to keep what
+    is done when its time box ends)."""
     device = "cuda" if torch.cuda.is_available() and not args.dry_run else "cpu"
     shapes = {"q": (96, 128), "down": (64, 192)} if args.dry_run else layer_shapes(args.config)
     if args.dry_run:
@@ -209,14 +215,17 @@ def main() -> int:
         result["missing"] = str(error)
     for name, (n, k) in shapes.items():
         result["shapes"][name] = measure_shape(name, n, k, args, device)
+        if save:
+            save(**result)
     # one decoder layer: the sum over its linears, per row count
     result["decoder_layer_graph_us"] = {rows: {label: decoder_layer_us(result["shapes"], rows, label)
                                                for label in ("egcfg", "bitsandbytes")}
                                         for rows in range(1, nf4_gemv.MAX_ROWS + 1)}
     if args.sweep and device == "cuda":
         result["sweep"] = sweep_summary(result["shapes"])
-    print(json.dumps(result))
-    return 0
+    if save:
+        save(**result)
+    return result
 
 
 if __name__ == "__main__":

@@ -47,23 +47,23 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))  # nf4_rows beside this
 from nf4_rows import median_ms, sync_device  # noqa: E402 - the timing helpers both files use
 
 # (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s). The
-# first run (benchmarks/results/gpu-nvidia-h100-80gb-hbm3-20261126-*.json) measured the shapes'
-# latencies and tokens/s; this plan answers what it left open: the 2-row NF4 step (rows), a
-# replay with compiled steps, and peak memory after the decode loop stopped holding extra caches
-# (mem). The first run's parts stay available through --parts (e.g. shape:qwen2.5-coder-7b:nf4=110).
+# H100 run (gpu-nvidia-h100-80gb-hbm3-20261126-*.json) measured the shapes; the H200 run
+# (gpu-nvidia-h200-20261126-*.json) met the memory bar and found bitsandbytes' 4-bit kernel ~10x
+# from bandwidth, and the compiled replay recompiling. This plan measures what changed since:
+# egcfg's NF4 kernel against bitsandbytes' (per linear, then per 2 decoder layers, then the whole
+# 7B guided step: the 150 tokens/s bar), and the replay with the batched forward compiled, eager
+# and compiled on the same tasks. Earlier parts stay available through --parts
+# (e.g. mem:qwen2.5-coder-7b:nf4=25, shape:qwen2.5-coder-7b:nf4-bnb=110).
 PLAN = [
     ("env", 20),
-    ("mem:qwen2.5-coder-7b:nf4", 25),
-    ("mem:deepseek-coder-6.7b:nf4", 30),
-    ("mem:qwen2.5-coder-1.5b:nf4", 20),
-    ("mem:qwen2.5-coder-7b:bf16", 20),
-    ("mem:qwen2.5-coder-1.5b:bf16", 20),
-    ("rows:qwen2.5-coder-7b", 105),
+    ("kernel:qwen2.5-coder-7b", 80),
+    ("rows:qwen2.5-coder-7b", 80),
+    ("shape:qwen2.5-coder-7b:nf4", 110),
     ("replay:qwen2.5-coder-1.5b:nf4:compile", 160),
 ]
-KINDS = ("shape", "mem", "rows", "replay")
-DRY_PLAN = [("env", 30), ("shape:tiny:bf16", 200), ("shape:tiny:nf4", 200), ("mem:tiny:bf16", 60),
-            ("rows:tiny", 150), ("replay:tiny:bf16", 150), ("replay:tiny:fp32:compile", 150)]
+KINDS = ("shape", "mem", "rows", "replay", "kernel")
+DRY_PLAN = [("env", 30), ("kernel:tiny", 60), ("shape:tiny:bf16", 200), ("shape:tiny:nf4", 200),
+            ("mem:tiny:bf16", 60), ("rows:tiny", 200), ("replay:tiny:bf16", 150), ("replay:tiny:fp32:compile", 150)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,6 +187,12 @@ def run_part(part: str, out: Path, args) -> int:
         measure_rows(rest[0], args.dry_run, save)
     elif kind == "replay":
         measure_replay(rest[0], rest[1], args.data, args.dry_run, save, compile=rest[2:] == ["compile"])
+    elif kind == "kernel":   # benchmarks/nf4_gemv.py: egcfg's NF4 kernel against bitsandbytes', per linear
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import nf4_gemv as kernel_bench
+
+        kernel_bench.run(argparse.Namespace(config=rest[0], plain=False, stack_mb=256, repeats=20, sweep=True,
+                                            dry_run=args.dry_run), save)
     else:
         raise SystemExit(f"unknown part {part}")
     return 0
@@ -213,13 +219,19 @@ def environment() -> dict:
     return info
 
 
-def _load(config: str, precision: str, dry_run: bool):
+def _load(config: str, precision: str, dry_run: bool, save=None):
+    """A random model of the shape; precision nf4 (1-4 rows through egcfg's kernel where it passes
+    its check), nf4-bnb (bitsandbytes' kernel throughout), bf16 or fp32."""
     from engine.generation.random_models import random_model
 
     device = "cpu" if dry_run else "cuda"
-    quantization = "4bit" if precision == "nf4" else "none"
-    return random_model(config, device=device, dtype="fp32" if precision == "fp32" else "bf16",
-                        quantization=quantization, layers=None)
+    quantization = "4bit" if precision.startswith("nf4") else "none"
+    loaded = random_model(config, device=device, dtype="fp32" if precision == "fp32" else "bf16",
+                          quantization=quantization, layers=None,
+                          nf4_kernel="bitsandbytes" if precision == "nf4-bnb" else "egcfg")
+    if save is not None and loaded.nf4_kernel is not None:
+        save(nf4_kernel=loaded.nf4_kernel)
+    return loaded
 
 
 def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
@@ -232,7 +244,7 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
     context, signal_tokens, tokens = (96, 24, 6) if dry_run else (2000, 400, 32)
     cuda = torch.cuda.is_available() and not dry_run
     started = time.perf_counter()
-    loaded = _load(config, precision, dry_run)
+    loaded = _load(config, precision, dry_run, save)
     model, tokenizer = loaded.model, loaded.tokenizer
     sync_device()
     weights_mb = torch.cuda.memory_allocated() / 2**20 if cuda else sum(
@@ -396,7 +408,7 @@ def measure_memory_only(config: str, precision: str, dry_run: bool, save) -> Non
 
     cuda = torch.cuda.is_available() and not dry_run
     started = time.perf_counter()
-    loaded = _load(config, precision, dry_run)
+    loaded = _load(config, precision, dry_run, save)
     sync_device()
     weights_mb = torch.cuda.memory_allocated() / 2**20 if cuda else sum(
         p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
@@ -421,7 +433,7 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
     from engine.generation import compiled, compiled_batch
 
     tasks = load_benchmark("mbpp", data, "11-12" if dry_run and compile else "11" if dry_run else "11-20", None)
-    loaded = _load(config, precision, dry_run)
+    loaded = _load(config, precision, dry_run, save)
     if dry_run:
         torch.set_num_threads(1)
     # scheme name -> (scheme, compiled steps)
