@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per-test limit in the sandbox")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--compile", action="store_true",
-                        help="run guided steps through a torch.compile'd step (CUDA graphs on a GPU; 4-bit stays eager)")
+                        help="one-token steps through torch.compile'd functions (CUDA graphs on a GPU; 4-bit models "
+                             "compile on a GPU with bitsandbytes 0.50+, elsewhere they stay eager)")
     parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
                         help="4-bit on a GPU: who multiplies 1-4 rows, egcfg's kernel or bitsandbytes' (default: %(default)s)")
     parser.add_argument("--python", metavar="PATH", default="",
