@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true",
-                        help="guided one-token steps through the compiled step (engine.generation.compiled)")
+                        help="one-token steps compiled: the batched forward in the fast scheme, each guided step in the paper scheme")
     parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
                         help="4-bit: who multiplies 1-4 rows, our kernel (CUDA, checked against bitsandbytes "
                              "first) or bitsandbytes' (default: %(default)s)")
