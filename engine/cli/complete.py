@@ -114,13 +114,19 @@ class LiveView:
     def line(self, agent: str, number: int, text: str) -> None:
         if self.tty:
             self.stream.write("\r\033[2K")
-        self.stream.write(f"[{agent} {number:>3}] {text}\n")
+        self.stream.write(f"[{agent} {number:>3}] {printable(text)}\n")
         self.stream.flush()
 
     def done(self) -> None:
         if self.tty:
             self.stream.write("\r\033[2K")
             self.stream.flush()
+
+
+def printable(text: str) -> str:
+    """Model output as it may be shown on a terminal: control characters (a carriage return, an
+    escape sequence) written as escapes, so a generated line can neither redraw nor restyle it."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
 
 
 def _function_text(program: str, function: str) -> str:

@@ -23,9 +23,31 @@ def egcfg(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+# egcfg's own: its messages ("egcfg: ...") and the lines it commits ("[agent   1] text")
+OWN_LINE = re.compile(r"^(egcfg|\[\S+ +\d+\] )")
+
+
 def foreign_lines(stderr: str) -> list[str]:
     pieces = [piece.strip() for piece in re.split(r"[\r\n]+", stderr)]
-    return [piece for piece in pieces if piece and not PROGRESS_BAR.match(piece) and not piece.startswith("egcfg")]
+    return [piece for piece in pieces if piece and not PROGRESS_BAR.match(piece) and not OWN_LINE.match(piece)]
+
+
+def test_committed_lines_are_egcfg_own_and_cannot_redraw_the_terminal():
+    from engine.cli.complete import LiveView
+
+    class Stream(list):
+        write = list.append
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    stream = Stream()
+    LiveView(stream).line("instruct/g1", 1, "x = 1\r\x1b[2Kdone")
+    assert "".join(stream) == "[instruct/g1   1] x = 1\\r\\x1b[2Kdone\n"
+    assert foreign_lines("".join(stream)) == [] and foreign_lines("warning: x\n") == ["warning: x"]
 
 
 @pytest.fixture
