@@ -113,15 +113,45 @@ def main(argv=None) -> int:
 
 
 def parse_parts(text: str) -> list[tuple[str, float]]:
-    """`PART=SECONDS,...` -> the plan, with `env` first (the result file is named after its GPU)."""
+    """`PART=SECONDS,...` -> the plan, with `env` first (the result file is named after its GPU; an
+    `env=SECONDS` given sets its box). Every part is checked here, before a GPU second is spent."""
     plan = [("env", 20.0)]
     for item in filter(None, (piece.strip() for piece in text.split(","))):
         part, _, seconds = item.partition("=")
-        if part.split(":")[0] not in KINDS or not seconds:
-            raise SystemExit(f"--parts: expected KIND:CONFIG[:PRECISION[:compile]]=SECONDS with KIND one of "
-                             f"{', '.join(KINDS)}, got {item!r}")
-        plan.append((part, float(seconds)))
+        try:
+            box = float(seconds)
+        except ValueError:
+            raise SystemExit(f"--parts: {item!r} needs =SECONDS (a number), e.g. {part}=60") from None
+        if part == "env":
+            plan[0] = ("env", box)
+            continue
+        problem = part_problem(part)
+        if problem:
+            raise SystemExit(f"--parts: {problem}")
+        plan.append((part, box))
     return plan
+
+
+PRECISIONS = ("nf4", "nf4-bnb", "bf16", "fp32")
+
+
+def part_problem(part: str) -> str:
+    """Why `part` is not a part this suite can run ("" when it is)."""
+    from engine.generation.random_models import RANDOM_CONFIGS
+
+    usage = (f"expected KIND:CONFIG[:PRECISION[:compile]] with KIND one of {', '.join(KINDS)}, a CONFIG of "
+             f"{', '.join(RANDOM_CONFIGS)} and a PRECISION of {', '.join(PRECISIONS)}, got {part!r}")
+    kind, *rest = part.split(":")
+    if kind == "env" and not rest:
+        return ""
+    if kind not in KINDS or not rest or rest[0] not in RANDOM_CONFIGS:
+        return usage
+    needs_precision = kind in ("shape", "mem", "replay")
+    if needs_precision and (len(rest) < 2 or rest[1] not in PRECISIONS):
+        return usage
+    if len(rest) > (3 if kind == "replay" else 2 if needs_precision else 1) or rest[2:] not in ([], ["compile"]):
+        return usage
+    return ""
 
 
 def run_boxed(part: str, seconds: float, args) -> dict:
