@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache
 
-from engine.generation.compiled import CompiledStep, bucket_for
+from engine.generation.compiled import CompiledStep, _StaticLayer, bucket_for
 from engine.generation.decode import Step, cache_argument
 from engine.generation.kv import KV, ensure_room
 
@@ -45,35 +45,16 @@ def rows_bucket(rows: int) -> int:
     return rows
 
 
-class _RowSlotLayer(CacheLayerMixin):
-    """One layer of the static buffers: each row writes its new key and value at its own slot."""
-
-    is_sliding = False
-    is_compileable = True
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor):
-        super().__init__()
-        self.keys, self.values, self.slots = keys, values, slots   # slots: [rows] long
-        self.is_initialized = True
-
-    def lazy_initialization(self, key_states, value_states) -> None:
-        pass
+class _RowSlotLayer(_StaticLayer):
+    """One layer of the static buffers: each row writes its new key and value at its own slot
+    (`slot` is [rows] long here, one slot for all rows in the one-request step)."""
 
     def update(self, key_states, value_states, *args, **kwargs):
         rows, heads, _, dim = key_states.shape
-        index = self.slots.view(rows, 1, 1, 1).expand(rows, heads, 1, dim)
+        index = self.slot.view(rows, 1, 1, 1).expand(rows, heads, 1, dim)
         self.keys.scatter_(2, index, key_states)
         self.values.scatter_(2, index.expand(rows, value_states.shape[1], 1, value_states.shape[3]), value_states)
         return self.keys, self.values
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.keys.shape[2], 0
-
-    def get_seq_length(self) -> int:
-        return 0
-
-    def get_max_length(self) -> int:
-        return self.keys.shape[2]
 
 
 @dataclass
@@ -115,6 +96,7 @@ class BatchStep:
         for key in list(self.bindings):
             self._evict(key)
         device = like.positions.device
+        self.write_slots = torch.full((rows,), slots - 1, dtype=torch.long, device=device)
         self.layers = []
         for layer in like.layers:
             keys = layer.buffer_keys.new_zeros(rows, layer.buffer_keys.shape[1], slots, layer.buffer_keys.shape[3])
@@ -122,10 +104,7 @@ class BatchStep:
                                                    layer.buffer_values.shape[3])
             for tensor in (keys, values):
                 torch._dynamo.mark_static_address(tensor)
-            self.layers.append(_RowSlotLayer(keys, values, None))
-        self.write_slots = torch.full((rows,), slots - 1, dtype=torch.long, device=device)
-        for layer in self.layers:
-            layer.slots = self.write_slots
+            self.layers.append(_RowSlotLayer(keys, values, self.write_slots))
         self.ids = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.mask = torch.zeros(rows, slots, dtype=torch.bool, device=device)

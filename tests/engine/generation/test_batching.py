@@ -112,19 +112,24 @@ def _decode_together(model, tokenizer, specs, stop):
     return states, forwards
 
 
+def assert_each_equals_the_naive_reference(model, tokenizer, states, stop):
+    """Every state of `_decode_together` committed the tokens the naive reference commits alone."""
+    for state in states:
+        offset = state["offset"]
+        reference, _ = naive_guided_decode(model, tokenizer, state["ids"], state["i_dyn"],
+                                           lambda k, _, offset=offset: tokenizer.encode(SIGNALS[(k + offset) % 3],
+                                                                                        add_special_tokens=False),
+                                           gamma=state["gamma"], def_indent=0, max_new_tokens=30, stop_ids=stop)
+        assert state["dec"].ids == reference
+
+
 def test_guided_lines_decoded_in_one_batch_equal_the_naive_reference(structured, tokenizer):
     """For fixed signals (fixed candidates), agents decoded together commit the lines the naive
     reference (conditional prompt prefilled every token, unbatched) commits for each alone."""
     stop = decode.stop_token_ids(tokenizer, structured)
     specs = [(0, 0.5, 0), (1, 3.0, 1), (2, 1.0, 2), (0, 0.0, 0)]
     states, forwards = _decode_together(structured, tokenizer, specs, stop)
-    for state in states:
-        offset = state["offset"]
-        reference, _ = naive_guided_decode(structured, tokenizer, state["ids"], state["i_dyn"],
-                                           lambda k, _, offset=offset: tokenizer.encode(SIGNALS[(k + offset) % 3],
-                                                                                        add_special_tokens=False),
-                                           gamma=state["gamma"], def_indent=0, max_new_tokens=30, stop_ids=stop)
-        assert state["dec"].ids == reference
+    assert_each_equals_the_naive_reference(structured, tokenizer, states, stop)
     assert sum(len(state["dec"].ids) for state in states) > forwards   # steps were shared
 
 

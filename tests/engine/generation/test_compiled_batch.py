@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from engine.generation import batching, compiled, compiled_batch, decode  # noqa: E402
 from test_agents import loaded  # noqa: E402,F401
-from test_batching import _decode_together, _events_by_agent, _requests  # noqa: E402
+from test_batching import (_decode_together, _events_by_agent, _requests,  # noqa: E402
+                           assert_each_equals_the_naive_reference)
 from test_decode import PROMPTS, SIGNALS, encode, plain, structured, tokenizer  # noqa: E402,F401
-from engine.generation.naive_reference import naive_guided_decode  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -87,13 +87,7 @@ def test_guided_lines_decoded_in_one_compiled_batch_equal_the_naive_reference(st
     before = compiled.CompiledStep.forwards
     states, forwards = _decode_together(structured, tokenizer, specs, stop)
     assert compiled.CompiledStep.forwards - before == forwards > 0   # every batched step was the compiled one
-    for state in states:
-        offset = state["offset"]
-        reference, _ = naive_guided_decode(structured, tokenizer, state["ids"], state["i_dyn"],
-                                           lambda k, _, offset=offset: tokenizer.encode(SIGNALS[(k + offset) % 3],
-                                                                                        add_special_tokens=False),
-                                           gamma=state["gamma"], def_indent=0, max_new_tokens=30, stop_ids=stop)
-        assert state["dec"].ids == reference
+    assert_each_equals_the_naive_reference(structured, tokenizer, states, stop)
 
 
 def test_agents_with_a_compiled_batch_decode_what_eager_agents_decode(tiny_model_dir, executor):
