@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from engine.generation.models import DEFAULT_NF4_KERNEL, NF4_KERNELS
+
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("auto", "4bit", "none")
@@ -19,7 +21,6 @@ PRESETS = ("editor", "baseline", "paper")
 TRIGGERS = ("automatic", "manual")
 VALUE_DIAGNOSTICS = ("off", "hint", "information")
 SANDBOXES = ("auto", "bubblewrap", "landlock", "limits")  # engine/execution/isolation.py
-NF4_KERNELS = ("egcfg", "bitsandbytes")   # engine/generation/models.py NF4_KERNELS
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Settings:
     max_new_tokens: int = 512                 # token cap per agent for one body
     max_file_bytes: int = 2_000_000           # larger documents are not analysed (a clear status instead)
     compile: bool = False                     # the engine's compiled guided step (torch.compile; worth it on a GPU)
-    nf4_kernel: str = "egcfg"                 # 4-bit on CUDA: egcfg (our kernel for 1-4 rows) | bitsandbytes
+    nf4_kernel: str = DEFAULT_NF4_KERNEL     # 4-bit on CUDA, 1-4 rows: bitsandbytes | egcfg (our Triton kernel)
     python: str = ""                          # the project's interpreter (VS Code: the Python extension's); "": .venv/venv, else egcfg's
     sandbox: str = "auto"                     # auto | bubblewrap | landlock | limits (limits: no isolation, explicit opt-in)
 

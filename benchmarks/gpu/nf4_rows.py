@@ -43,6 +43,50 @@ def median_ms(function, repeats: int) -> float:
     return round(1000 * statistics.median(times), 3)
 
 
+# Kernel names -> what they do, first match wins (names as CUDA reports them; lower-cased)
+KERNEL_KINDS = (("nf4", ("gemm_4bit", "kgemm", "nf4", "dequantize")),
+                ("attention", ("attention", "fmha", "flash", "sdpa", "softmax")),
+                ("gemm", ("gemm", "gemv", "cutlass", "sm90_", "sm80_", "nvjet", "cublas", "matmul")),
+                ("copy", ("copy", "index", "scatter", "cat", "fill")))
+
+
+def kernel_kind(name: str) -> str:
+    lower = name.lower()
+    return next((kind for kind, words in KERNEL_KINDS if any(word in lower for word in words)), "other")
+
+
+def device_profile(function, steps: int, top: int = 12) -> dict:
+    """Where `function()`'s device time goes, per call, from the torch profiler: the total, by kind
+    (KERNEL_KINDS) and the `top` kernels (name, launches a call, us a call). On a CPU the same from
+    the CPU ops (the dry run tests the logic). Kernels inside a CUDA graph appear where the driver
+    reports them; `kernels_seen` says whether any did."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    function()   # warm (a first call may compile or allocate)
+    sync_device()
+    with profile(activities=[ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as recorded:
+        for _ in range(steps):
+            function()
+        sync_device()
+    rows = []
+    for event in recorded.key_averages():
+        device_us = getattr(event, "self_device_time_total", None)
+        if device_us is None:
+            device_us = getattr(event, "self_cuda_time_total", 0)
+        us = device_us if cuda else event.self_cpu_time_total
+        if us > 0 and (not cuda or str(getattr(event, "device_type", "")).endswith("CUDA")):
+            rows.append((event.key, event.count / steps, us / steps))
+    rows.sort(key=lambda row: -row[2])
+    by_kind: Counter = Counter()
+    for name, _, us in rows:
+        by_kind[kernel_kind(name)] += us
+    return {"steps": steps, "kernels_seen": bool(rows), "device_us_per_call": round(sum(us for *_, us in rows), 1),
+            "us_by_kind": {kind: round(us, 1) for kind, us in by_kind.most_common()},
+            "top": [[name[:100], round(count, 2), round(us, 1)] for name, count, us in rows[:top]]}
+
+
 def bnb_op_calls(function) -> dict:
     """bitsandbytes ops called by `function()`, by name, with what they were given."""
     from torch.utils._python_dispatch import TorchDispatchMode

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # nf4_rows beside this file
 
-from nf4_rows import median_ms, sync_device  # noqa: E402 - the timing helpers both files use
+from nf4_rows import device_profile, median_ms, sync_device  # noqa: E402 - the timing helpers both files use
 
 # (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s). The
 # H100 run (gpu-nvidia-h100-80gb-hbm3-20261126-*.json) measured the shapes; the H200 run
@@ -53,7 +53,7 @@ from nf4_rows import median_ms, sync_device  # noqa: E402 - the timing helpers b
 # egcfg's NF4 kernel against bitsandbytes' (per linear, then per 2 decoder layers, then the whole
 # 7B guided step: the 150 tokens/s bar), and the replay with the batched forward compiled, eager
 # and compiled on the same tasks. Earlier parts stay available through --parts
-# (e.g. mem:qwen2.5-coder-7b:nf4=25, shape:qwen2.5-coder-7b:nf4-bnb=110).
+# (e.g. mem:qwen2.5-coder-7b:nf4=25, shape:qwen2.5-coder-7b:nf4-egcfg=110).
 PLAN = [
     ("env", 20),
     ("kernel:qwen2.5-coder-7b", 80),
@@ -132,7 +132,7 @@ def parse_parts(text: str) -> list[tuple[str, float]]:
     return plan
 
 
-PRECISIONS = ("nf4", "nf4-bnb", "bf16", "fp32")
+PRECISIONS = ("nf4", "nf4-egcfg", "bf16", "fp32")
 
 
 def part_problem(part: str) -> str:
@@ -250,15 +250,15 @@ def environment() -> dict:
 
 
 def _load(config: str, precision: str, dry_run: bool, save=None):
-    """A random model of the shape; precision nf4 (1-4 rows through egcfg's kernel where it passes
-    its check), nf4-bnb (bitsandbytes' kernel throughout), bf16 or fp32."""
+    """A random model of the shape; precision nf4 (the default kernel, bitsandbytes'), nf4-egcfg (1-4
+    rows through egcfg's Triton kernel where it passes its check), bf16 or fp32."""
     from engine.generation.random_models import random_model
 
     device = "cpu" if dry_run else "cuda"
     quantization = "4bit" if precision.startswith("nf4") else "none"
     loaded = random_model(config, device=device, dtype="fp32" if precision == "fp32" else "bf16",
                           quantization=quantization, layers=None,
-                          nf4_kernel="bitsandbytes" if precision == "nf4-bnb" else "egcfg")
+                          nf4_kernel="egcfg" if precision == "nf4-egcfg" else None)
     if save is not None and loaded.nf4_kernel is not None:
         save(nf4_kernel=loaded.nf4_kernel)
     return loaded
@@ -354,9 +354,22 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
                                                           if a != b), None),
                         f"{name}_eager_min_margin": round(min(margins[name]), 5),
                         f"{name}_compile_mode": stepper.mode})
+                if name == "guided":   # where a step's device time goes, compiled and eager
+                    profile_steps(stepper.step, eager_step(gamma, []), fresh, gamma, prompt[-1], dry_run, save)
             except Exception as error:   # e.g. a 4-bit layer that does not compile: say so, go on
                 save(**{f"{name}_compiled_error": f"{type(error).__name__}: {str(error)[:300]}"})
             torch.compiler.reset() if hasattr(torch, "compiler") else None
+
+
+def profile_steps(compiled, eager, fresh, gamma: float, token: int, dry_run: bool, save) -> None:
+    """The guided step's device time by kernel, compiled and eager (nf4_rows.device_profile), each
+    from a fresh decoding; a profiler that fails says so and costs only this figure."""
+    for name, step in (("compiled", compiled), ("eager", eager)):
+        kv = fresh(gamma)[1]
+        try:
+            save(**{f"guided_{name}_profile": device_profile(lambda: step(kv, token), 3 if dry_run else 8)})
+        except Exception as error:
+            save(**{f"guided_{name}_profile": {"error": f"{type(error).__name__}: {str(error)[:300]}"}})
 
 
 def measure_memory(model, tokenizer, weights_mb: float, cuda: bool, dry_run: bool, save) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import UserError
+from engine.generation.models import DEFAULT_NF4_KERNEL, NF4_KERNELS
 
 SCHEMES = ("paper", "fast")
 
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true",
                         help="one-token steps compiled: the batched forward in the fast scheme, each guided step in the paper scheme")
-    parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
+    parser.add_argument("--nf4-kernel", default=DEFAULT_NF4_KERNEL, choices=NF4_KERNELS,
                         help="4-bit: who multiplies 1-4 rows, our kernel (CUDA, checked against bitsandbytes "
                              "first) or bitsandbytes' (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.generation.models import DEFAULT_NF4_KERNEL, NF4_KERNELS
 
 from engine.generation.random_models import RANDOM_CONFIGS  # noqa: E402  (names for --random-config)
 
@@ -72,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time the compiled decode step (torch.compile; CUDA graphs on a GPU) and check "
                              "that it picks the same tokens as the eager step (on a CPU, --dtype auto is then fp32)")
-    parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
+    parser.add_argument("--nf4-kernel", default=DEFAULT_NF4_KERNEL, choices=NF4_KERNELS,
                         help="4-bit: who multiplies 1-4 rows, our kernel (CUDA, checked against bitsandbytes "
                              "first) or bitsandbytes' (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
@@ -83,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Inputs
 
 def random_model(name: str, device: str, dtype: str, quantization: str = "none", layers: int | None = None,
-                 nf4_kernel: str = "egcfg"):
+                 nf4_kernel: str = DEFAULT_NF4_KERNEL):
     """A random-weight model of the named shape with the tiny model's offline tokenizer, as a LoadedModel."""
     from engine.generation.random_models import random_model as build
 

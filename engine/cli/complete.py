@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.generation.models import DEFAULT_NF4_KERNEL, NF4_KERNELS
 from engine.project.sources import read_source
 from engine.project.locate import FunctionSite, check_rest_parses, find_function
 from engine.project.testfile import TestCase, TestSuite, docstring_of, doctest_cases, module_names, tests_in_file
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="one-token steps through torch.compile'd functions (CUDA graphs on a GPU; 4-bit models "
                              "compile on a GPU with bitsandbytes 0.50+, elsewhere they stay eager)")
-    parser.add_argument("--nf4-kernel", default="egcfg", choices=["egcfg", "bitsandbytes"],
+    parser.add_argument("--nf4-kernel", default=DEFAULT_NF4_KERNEL, choices=NF4_KERNELS,
                         help="4-bit on a GPU: who multiplies 1-4 rows, egcfg's kernel or bitsandbytes' (default: %(default)s)")
     parser.add_argument("--python", metavar="PATH", default="",
                         help="the project's interpreter for the tests (default: a .venv/venv at the project root, else egcfg's)")

@@ -30,7 +30,10 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("auto", "4bit", "none")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
-NF4_KERNELS = ("egcfg", "bitsandbytes")   # who multiplies 4-bit weights by 1-4 rows (engine.generation.nf4_gemv)
+NF4_KERNELS = ("bitsandbytes", "egcfg")   # who multiplies 4-bit weights by 1-4 rows (engine.generation.nf4_gemv)
+# bitsandbytes' kernel by default: on an H200 under CUDA graphs it ran a 7B decoder layer in 142 us (1 row)
+# and 209 us (2 rows) against our kernel's 189 and 263 (benchmarks/results/gpu-nvidia-h200-20261126-233634.json).
+DEFAULT_NF4_KERNEL = "bitsandbytes"
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -277,7 +280,7 @@ def _device_name(model) -> str:
     return str(device) if device is not None else "cpu"
 
 
-def apply_nf4_kernel(model, nf4_kernel: str = "egcfg") -> dict:
+def apply_nf4_kernel(model, nf4_kernel: str = DEFAULT_NF4_KERNEL) -> dict:
     """A 4-bit model's small batches (1-4 rows) through our NF4 kernel ("egcfg": on CUDA, after it
     matches bitsandbytes on the model's first layer) or bitsandbytes' own; the report as a dict."""
     if nf4_kernel not in NF4_KERNELS:
@@ -285,7 +288,7 @@ def apply_nf4_kernel(model, nf4_kernel: str = "egcfg") -> dict:
     from engine.generation.nf4_gemv import NF4Report, four_bit_layers, use_nf4_gemv
 
     if nf4_kernel == "bitsandbytes":
-        return NF4Report("bitsandbytes", len(four_bit_layers(model)), 0, reason="bitsandbytes was asked for").as_dict()
+        return NF4Report("bitsandbytes", len(four_bit_layers(model)), 0, reason="bitsandbytes' kernel was chosen").as_dict()
     report = use_nf4_gemv(model)
     if report.layers and not report.switched and torch_device_type(model) == "cuda":
         log.warning("NF4 layers keep bitsandbytes' kernel: %s", report.reason)
@@ -297,7 +300,7 @@ def torch_device_type(model) -> str:
 
 
 def load_model(name_or_dir: str | os.PathLike, *, device: str = "auto", quantization: str = "auto",
-               dtype: str = "auto", nf4_kernel: str = "egcfg") -> LoadedModel:
+               dtype: str = "auto", nf4_kernel: str = DEFAULT_NF4_KERNEL) -> LoadedModel:
     """Load a causal LM and its tokenizer for inference (eval mode, no gradients, pad token set).
     `nf4_kernel`: see apply_nf4_kernel (4-bit models only)."""
     name_or_dir = os.fspath(name_or_dir)

@@ -150,8 +150,10 @@ if triton is not None:
             ok = row_ok[:, None] & group_ok[None, :]
             if NESTED:
                 scale_code = tl.load(absmax_ptr + block, mask=ok, other=0).to(tl.int32)
+                # fp32 whatever type `offset` arrives as: inductor passes a Python float as fp64, which
+                # made the accumulators fp64 and the kernel fail to compile in a CUDA graph (H200 run)
                 scale = (tl.load(code2_ptr + scale_code) * tl.load(absmax2_ptr + block // QBLOCK2, mask=ok, other=0.0)
-                         + offset)
+                         + offset).to(tl.float32)
             else:
                 scale = tl.load(absmax_ptr + block, mask=ok, other=0.0)
             byte = tl.load(packed_ptr + block[:, :, None] * HALF + in_group[None, None, :], mask=ok[:, :, None],

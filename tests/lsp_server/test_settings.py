@@ -52,8 +52,8 @@ def test_keys_that_need_a_reload_and_the_camel_case_description():
 
 
 def test_the_nf4_kernel_setting_reloads_the_model():
-    settings, problems = parse_settings({"egcfg": {"nf4Kernel": "BitsAndBytes"}})
-    assert problems == [] and settings.nf4_kernel == "bitsandbytes"
-    assert settings.engine_key() != Settings().engine_key() and Settings().nf4_kernel == "egcfg"
+    settings, problems = parse_settings({"egcfg": {"nf4Kernel": "EGCFG"}})
+    assert problems == [] and settings.nf4_kernel == "egcfg"
+    assert settings.engine_key() != Settings().engine_key() and Settings().nf4_kernel == "bitsandbytes"
     settings, problems = parse_settings({"nf4_kernel": "cublas"})
-    assert settings.nf4_kernel == "egcfg" and "must be one of egcfg, bitsandbytes" in problems[0]
+    assert settings.nf4_kernel == "bitsandbytes" and "must be one of bitsandbytes, egcfg" in problems[0]

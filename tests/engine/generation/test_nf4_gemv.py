@@ -348,12 +348,12 @@ def test_random_4bit_models_record_which_kernel_runs(anywhere):
     from engine.errors import UserError
     from engine.generation.random_models import random_model
 
-    ours = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit")
+    ours = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit", nf4_kernel="egcfg")
     layers = len(nf4_gemv.four_bit_layers(ours.model))
     assert ours.nf4_kernel["kernel"] == "egcfg" and ours.nf4_kernel["switched"] == layers > 0
-    theirs = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit", nf4_kernel="bitsandbytes")
+    theirs = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit")   # the default
     assert theirs.nf4_kernel == {"kernel": "bitsandbytes", "layers": layers, "switched": 0, "max_error": None,
-                                 "reason": "bitsandbytes was asked for"}
+                                 "reason": "bitsandbytes' kernel was chosen"}
     assert not any(type(m) is nf4_gemv.gemv_linear_class() for m in theirs.model.modules())
     assert random_model("tiny", device="cpu", dtype="bf16").nf4_kernel is None   # not 4-bit
     with torch.no_grad():   # the switched model still runs a 2-row step and a prefill
@@ -367,7 +367,7 @@ def test_random_4bit_models_record_which_kernel_runs(anywhere):
 def test_on_this_cpu_a_4bit_model_keeps_bitsandbytes_and_says_why():
     from engine.generation.random_models import random_model
 
-    loaded = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit")
+    loaded = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit", nf4_kernel="egcfg")
     assert loaded.nf4_kernel["kernel"] == "bitsandbytes" and "no CUDA device" in loaded.nf4_kernel["reason"]
 
 
@@ -380,15 +380,15 @@ def test_bench_speed_passes_the_flag_and_reports_the_kernel(monkeypatch, capsys)
     speed.add_arguments(parser)
     asked = {}
 
-    def build(name, device, dtype, quantization="none", layers=None, nf4_kernel="egcfg"):
+    def build(name, device, dtype, quantization="none", layers=None, nf4_kernel="bitsandbytes"):
         asked["nf4_kernel"] = nf4_kernel
         raise SystemExit(0)   # loading is all this test needs
     monkeypatch.setattr(speed, "random_model", build)
-    args = parser.parse_args(["--random-config", "tiny", "--quantization", "4bit", "--nf4-kernel", "bitsandbytes"])
+    args = parser.parse_args(["--random-config", "tiny", "--quantization", "4bit", "--nf4-kernel", "egcfg"])
     with pytest.raises(SystemExit):
         speed.main(args)
-    assert asked == {"nf4_kernel": "bitsandbytes"}
-    assert parser.parse_args(["--random-config", "tiny"]).nf4_kernel == "egcfg"
+    assert asked == {"nf4_kernel": "egcfg"}
+    assert parser.parse_args(["--random-config", "tiny"]).nf4_kernel == "bitsandbytes"
 
 
 def test_the_kernels_tensors_reach_a_compiled_graph_as_static_inputs(anywhere):
@@ -455,9 +455,9 @@ def test_bench_replay_passes_the_flag(monkeypatch):
     asked = {}
     monkeypatch.setattr(random_models, "random_model", lambda *a, **kw: asked.update(kw) or "loaded")
     args = parser.parse_args(["mbpp", "--random-config", "tiny", "--quantization", "4bit",
-                              "--nf4-kernel", "bitsandbytes"])
-    assert replay.load(args) == "loaded" and asked["nf4_kernel"] == "bitsandbytes"
-    assert parser.parse_args(["mbpp", "--random-config", "tiny"]).nf4_kernel == "egcfg"
+                              "--nf4-kernel", "egcfg"])
+    assert replay.load(args) == "loaded" and asked["nf4_kernel"] == "egcfg"
+    assert parser.parse_args(["mbpp", "--random-config", "tiny"]).nf4_kernel == "bitsandbytes"
 
 
 def test_a_checkpoint_loaded_in_4bit_by_transformers_switches_after_the_check(anywhere, tiny_model_dir):
@@ -465,7 +465,7 @@ def test_a_checkpoint_loaded_in_4bit_by_transformers_switches_after_the_check(an
     are loaded): the kernel reads its layers and the check against bitsandbytes passes."""
     from engine.generation.models import load_model
 
-    loaded = load_model(str(tiny_model_dir), device="cpu", quantization="4bit", dtype="bf16")
+    loaded = load_model(str(tiny_model_dir), device="cpu", quantization="4bit", dtype="bf16", nf4_kernel="egcfg")
     layers = nf4_gemv.four_bit_layers(loaded.model)
     assert layers and not any(layer.weight.quant_state.nested for layer in layers)
     report = loaded.nf4_kernel
