@@ -7,7 +7,9 @@ Parts (random weights in the published shapes, engine.generation.random_models):
     env                        GPU, driver, versions
     shape:<config>:<precision> forward latency at 1, 2, 4, 6 rows at a 2,000-token context;
                                guided (2-row, gamma 3) and greedy ms per token, eager and compiled
-                               (with whether the compiled tokens equal the eager ones);
+                               (with whether the compiled tokens equal the eager ones), the guided
+                               step's device time by kernel, and the guided step compiled in torch's
+                               reduce-overhead mode for comparison;
                                peak GPU memory of guided decoding at a 4k context against
                                weights + KV (2 rows x 4,096 slots)
     mem:<config>:<precision>   the shape part's memory figures alone, with the peak and what stays
@@ -47,19 +49,18 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))  # nf4_rows beside this
 from nf4_rows import device_profile, median_ms, sync_device  # noqa: E402 - the timing helpers both files use
 
 # (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s). The
-# H100 run (gpu-nvidia-h100-80gb-hbm3-20261126-*.json) measured the shapes; the H200 run
-# (gpu-nvidia-h200-20261126-*.json) met the memory bar and found bitsandbytes' 4-bit kernel ~10x
-# from bandwidth, and the compiled replay recompiling. This plan measures what changed since:
-# egcfg's NF4 kernel against bitsandbytes' (per linear, then per 2 decoder layers, then the whole
-# 7B guided step: the 150 tokens/s bar), and the replay with the batched forward compiled, eager
-# and compiled on the same tasks. Earlier parts stay available through --parts
-# (e.g. mem:qwen2.5-coder-7b:nf4=25, shape:qwen2.5-coder-7b:nf4-egcfg=110).
+# H100 run (gpu-nvidia-h100-80gb-hbm3-20261126-*.json) measured the shapes; the H200 runs
+# (gpu-nvidia-h200-20261126-*.json) met the memory and replay bars, found egcfg's NF4 kernel slower
+# than bitsandbytes' under CUDA graphs, and profiled the 7B guided step: 8.6 ms on the GPU (NF4
+# 5.8, attention 2.2) of 13.0 ms. This plan measures what changed since: the compiled steps as our
+# own CUDA graphs (no per-call guards) with grouped-query decode attention, against torch's
+# reduce-overhead mode in the same process (the 150 tokens/s bar), and the compiled replay.
+# Earlier parts stay available through --parts (e.g. kernel:qwen2.5-coder-7b=80,
+# rows:qwen2.5-coder-7b=80, mem:qwen2.5-coder-7b:nf4=25, shape:qwen2.5-coder-7b:nf4-egcfg=175).
 PLAN = [
     ("env", 20),
-    ("kernel:qwen2.5-coder-7b", 80),
-    ("rows:qwen2.5-coder-7b", 80),
-    ("shape:qwen2.5-coder-7b:nf4", 110),
-    ("replay:qwen2.5-coder-1.5b:nf4:compile", 160),
+    ("shape:qwen2.5-coder-7b:nf4", 175),
+    ("replay:qwen2.5-coder-1.5b:nf4:compile", 200),
 ]
 KINDS = ("shape", "mem", "rows", "replay", "kernel")
 DRY_PLAN = [("env", 30), ("kernel:tiny", 60), ("shape:tiny:bf16", 200), ("shape:tiny:nf4", 200),
@@ -337,10 +338,12 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
         del step, kv, ids   # the last latency cache (6 rows x 2,064 slots) would count in the peak
         measure_memory(model, tokenizer, weights_mb, cuda, dry_run, save)
 
-        # compiled last: a compile that overruns the time box loses only its own figures
-        for name, gamma, rows in (("guided", 3.0, 2), ("greedy", 0.0, 1)):
+        # compiled last: a compile that overruns the time box loses only its own figures. The
+        # default mode (inductor + our CUDA graph), then torch's reduce-overhead for comparison.
+        for name, base, gamma, rows, mode in (("guided", "guided", 3.0, 2, None), ("greedy", "greedy", 0.0, 1, None),
+                                              ("guided_reduce_overhead", "guided", 3.0, 2, "reduce-overhead")):
             try:
-                stepper = CompiledStep(model, rows, gamma)
+                stepper = CompiledStep(model, rows, gamma, mode=mode)
                 begin = time.perf_counter()
                 stepper.step(fresh(gamma)[1], prompt[-1])
                 sync_device()
@@ -348,12 +351,13 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
                 chosen, ms = tokens_and_ms(gamma, stepper.step)
                 save(**{f"{name}_compile_s": round(compile_s, 1), f"{name}_compiled_ms_per_token": round(ms, 3),
                         f"{name}_compiled_tokens_per_s": round(1000 / ms, 1),
-                        f"{name}_compiled_speedup": round(eager[name][1] / ms, 2),
-                        f"{name}_compiled_matches_eager": chosen == eager[name][0],
-                        f"{name}_first_difference": next((i for i, (a, b) in enumerate(zip(chosen, eager[name][0]))
+                        f"{name}_compiled_speedup": round(eager[base][1] / ms, 2),
+                        f"{name}_compiled_matches_eager": chosen == eager[base][0],
+                        f"{name}_first_difference": next((i for i, (a, b) in enumerate(zip(chosen, eager[base][0]))
                                                           if a != b), None),
-                        f"{name}_eager_min_margin": round(min(margins[name]), 5),
-                        f"{name}_compile_mode": stepper.mode})
+                        f"{name}_eager_min_margin": round(min(margins[base]), 5),
+                        f"{name}_compile_mode": stepper.mode,
+                        f"{name}_graph_note": getattr(stepper.function, "note", None)})
                 if name == "guided":   # where a step's device time goes, compiled and eager
                     profile_steps(stepper.step, eager_step(gamma, []), fresh, gamma, prompt[-1], dry_run, save)
             except Exception as error:   # e.g. a 4-bit layer that does not compile: say so, go on
@@ -500,7 +504,8 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
             begin = time.perf_counter()
             warm = replay_task(loaded, executor, tasks[0], "fast", 0.5, "editor", 0, compile=True)
             save(warmup_task=tasks[0].task_id, warmup_s=round(time.perf_counter() - begin, 1),
-                 warmup_lines=warm["lines"], buckets=list(compiled.BUCKETS))
+                 warmup_lines=warm["lines"], buckets=list(compiled.BUCKETS),
+                 compiled_steps=compiled.graph_status(loaded.model))
             tasks = tasks[1:]
         for task in tasks:
             for name, (scheme, compiled_steps) in schemes.items():

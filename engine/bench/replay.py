@@ -375,11 +375,12 @@ def run(args) -> dict:
     if loaded.nf4_kernel is not None:
         report["nf4_kernel"] = loaded.nf4_kernel   # which kernel ran 1-4 rows, and its check against bitsandbytes
     if args.compile:
-        from engine.generation.compiled import compilable
+        from engine.generation.compiled import compilable, graph_status
 
         report["compiled"], why = compilable(loaded.model)
         if why:
             report["compile_note"] = why
+        report["compiled_steps"] = graph_status(loaded.model)   # CUDA graph or not, per compiled step
     for scheme in schemes:
         report[scheme] = summarise(records[scheme])
     if "paper" in report and "fast" in report:

@@ -3,13 +3,17 @@
     egcfg_shared_prefix   one token of several rows that share their first P slots (the guided
                           pair): the shared keys and values are read once for all rows, each row's
                           own slots apart, and the two partial softmaxes merged by log-sum-exp
+    egcfg_decode          one token per row, in the compiled steps: the query heads that share a
+                          key/value head become that head's query positions, so sdpa reads each
+                          key and value once instead of once per query head
 
-The implementation is swapped in for one forward at a time (`_with_shared_prefix`); anything the
+The implementation is swapped in for one forward at a time (`using_attention`); anything a
 function does not cover goes to sdpa unchanged.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -106,14 +110,57 @@ AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention_for
 ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED_PREFIX_ATTENTION, sdpa_mask)   # same masks as sdpa
 
 
-def _with_shared_prefix(model, layout: tuple[int, tuple[int, ...]], inputs: dict):
-    """One forward with the shared-prefix attention: the implementation is swapped for this call
-    only (transformers picks the attention function from the config on every call; forwards on a
-    model are serialised by engine.generation.agents.model_lock)."""
+# Grouped-query attention for one token per row under torch.compile. transformers' sdpa function
+# folds the query heads of a key/value head into query positions for one token (`pack_gqa`) only
+# when not compiling; compiled, it copies every key and value once per query head (`repeat_kv`).
+# On the H200 that copy and the attention over it took 2.2 of the 7B guided step's 8.6 ms on the
+# GPU (benchmarks/results/gpu-nvidia-h200-20261126-234726.json, `guided_compiled_profile`).
+
+DECODE_ATTENTION = "egcfg_decode"
+
+
+def _decode_applies(module, query, key, value, attention_mask, dropout: float, kwargs) -> bool:
+    groups = getattr(module, "num_key_value_groups", 1)
+    return (query.shape[2] == 1 and groups > 1 and query.shape[1] == key.shape[1] * groups
+            and (attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1))
+            and not dropout and not (module is not None and module.training)
+            and all(kwargs.get(name) is None for name in ("softcap", "sliding_window", "position_bias", "sinks")))
+
+
+def decode_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                             scaling: float | None = None, **kwargs):
+    """transformers' attention-function signature: one token per row, query [rows, heads, 1, dim],
+    as sdpa over [rows, kv_heads, group, dim] queries (a mask shared by the heads broadcasts);
+    returns [rows, 1, heads, dim]. Other cases go to sdpa unchanged."""
+    if not _decode_applies(module, query, key, value, attention_mask, dropout, kwargs):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    rows, heads, _, dim = query.shape
+    packed = query.reshape(rows, key.shape[1], heads // key.shape[1], dim)
+    out = torch.nn.functional.scaled_dot_product_attention(packed, key, value, attn_mask=attention_mask,
+                                                           scale=scaling)
+    return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(DECODE_ATTENTION, decode_attention_forward)
+ALL_MASK_ATTENTION_FUNCTIONS.register(DECODE_ATTENTION, sdpa_mask)
+
+
+@contextmanager
+def using_attention(model, name: str):
+    """The model's forwards inside use the attention function `name` (transformers picks it from
+    the config on every call; forwards on a model are serialised by
+    engine.generation.agents.model_lock)."""
     config = model.config
-    previous, config._attn_implementation = config._attn_implementation, SHARED_PREFIX_ATTENTION
+    previous, config._attn_implementation = config._attn_implementation, name
     try:
-        return model(**inputs, **{SHARED_PREFIX_KWARG: layout})
+        yield
     finally:
         config._attn_implementation = previous
+
+
+def _with_shared_prefix(model, layout: tuple[int, tuple[int, ...]], inputs: dict):
+    """One forward with the shared-prefix attention."""
+    with using_attention(model, SHARED_PREFIX_ATTENTION):
+        return model(**inputs, **{SHARED_PREFIX_KWARG: layout})
 

@@ -24,7 +24,7 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from engine.generation.attention import _shared_prefix_applies, shared_prefix_attention
+from engine.generation.attention import _shared_prefix_applies, shared_prefix_attention, using_attention
 from engine.generation.decode import Step, _attn_implementation, cache_argument, ensure_room, forward
 
 GROUPED_ATTENTION = "egcfg_grouped"
@@ -109,12 +109,8 @@ def forward_steps(model, steps: Sequence[Step]) -> list[torch.Tensor]:
     positions = torch.cat([step.kv.positions[:, None] for step in steps])
     inputs = {"input_ids": ids, "position_ids": positions, "use_cache": True, "logits_to_keep": 1,
               cache_argument(model): groups.cache, GROUPS_KWARG: groups}
-    config = model.config
-    previous, config._attn_implementation = config._attn_implementation, GROUPED_ATTENTION
-    try:
+    with using_attention(model, GROUPED_ATTENTION):
         logits = model(**inputs).logits[:, -1].float()
-    finally:
-        config._attn_implementation = previous
     for step in steps:
         step.kv.positions += 1
     return [logits[start:end] for start, end in groups.spans]

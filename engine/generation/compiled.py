@@ -4,9 +4,12 @@ the argmax, over a fixed-shape slot cache.
 The eager step (decode.forward) grows its views of the cache by one slot per token, so every
 step has new shapes; here the cache has a fixed capacity, chosen from a few size buckets, and a
 step writes its keys and values at slot `slot` (a tensor, not a Python int) and attends every
-slot under the row's mask. Shapes are then the same from one token to the next, and
-`torch.compile(mode="reduce-overhead")` records the whole step as one CUDA graph on a GPU (on a
-CPU, inductor compiles it; tests use that).
+slot under the row's mask. Shapes are then the same from one token to the next: inductor
+compiles the step, and on a GPU it is captured as one CUDA graph (engine.generation.graphs: we
+capture and replay it ourselves, which skips the per-call guards and checks of torch's
+"reduce-overhead" mode; that mode stays available as `mode="reduce-overhead"`). On a CPU inductor
+compiles it and tests use that. Attention in the step is `egcfg_decode` (engine.generation.attention):
+grouped query heads read each key and value once.
 
     stepper = CompiledStep.shared(model, rows=2)   # one per model and row count
     token = stepper.step(kv, token, gamma=3.0)     # kv moves into the static buffers
@@ -27,11 +30,14 @@ from __future__ import annotations
 
 import time
 import weakref
+from contextlib import nullcontext
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from engine.generation.decode import cache_argument
+from engine.generation.attention import DECODE_ATTENTION, using_attention
+from engine.generation.decode import _attn_implementation, cache_argument
+from engine.generation.graphs import GraphedCall
 from engine.generation.kv import KV
 
 # One code object serves every step, compiled once per row count and bucket: up to 2 x 7 graphs,
@@ -39,6 +45,26 @@ from engine.generation.kv import KV
 torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
 
 BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
+MODES = ("graphs", "reduce-overhead", "default")   # graphs: inductor + our CUDA graph (GPU only)
+
+
+def compile_function(function, mode: str | None, device: torch.device, compile: bool = True):
+    """(the mode used, the callable a step calls): `mode` None picks "graphs" on a GPU and
+    "default" (inductor alone) elsewhere."""
+    if mode is None:
+        mode = "graphs" if device.type == "cuda" else "default"
+    if mode not in MODES:
+        raise ValueError(f"unknown compile mode {mode!r}: one of {', '.join(MODES)}")
+    if not compile:
+        return mode, function
+    compiled = torch.compile(function, mode="reduce-overhead" if mode == "reduce-overhead" else "default",
+                             dynamic=False)
+    return mode, GraphedCall(compiled) if mode == "graphs" and device.type == "cuda" else compiled
+
+
+def step_attention(model):
+    """The attention the compiled steps run under: egcfg_decode where the model uses sdpa."""
+    return using_attention(model, DECODE_ATTENTION) if _attn_implementation(model) == "sdpa" else nullcontext()
 
 
 def bucket_for(slots: int) -> int:
@@ -68,6 +94,17 @@ def _bitsandbytes_version() -> tuple[int, ...]:
         return tuple(int(part) for part in version("bitsandbytes").split(".")[:2])
     except Exception:   # not installed, or an odd version string
         return (0,)
+
+
+def graph_status(model) -> dict:
+    """How the model's compiled steps run so far: {step: "graph" | "compiled" | why the CUDA graph
+    is not used} for the shared one-request steps (by rows) and the batch step."""
+    steps = {f"rows={rows}": step.function for rows, step in model.__dict__.get("_egcfg_compiled_steps", {}).items()}
+    batch = model.__dict__.get("_egcfg_batch_step")
+    if batch is not None:
+        steps["batch"] = batch.function
+    return {name: (function.note or "graph") if isinstance(function, GraphedCall) else "compiled"
+            for name, function in steps.items()}
 
 
 class _StaticLayer(CacheLayerMixin):
@@ -129,10 +166,7 @@ class CompiledStep:
         self.cache: Cache | None = None
         self.holder: weakref.ref | None = None   # the KV bound to the buffers now
         self.cache_kwarg = cache_argument(model)   # looked up outside the compiled function
-        if mode is None:
-            mode = "reduce-overhead" if device.type == "cuda" else "default"
-        self.mode = mode
-        self.function = torch.compile(self._step, mode=mode, dynamic=False) if compile else self._step
+        self.mode, self.function = compile_function(self._step, mode, device, compile)
 
     # -- buffers --------------------------------------------------------------------------------
 
@@ -150,6 +184,8 @@ class CompiledStep:
         torch._dynamo.mark_static_address(self.mask)
         self.cache = Cache(layers=self.layers)
         self.capacity = capacity
+        if isinstance(self.function, GraphedCall):
+            self.function.reset()   # the graph read the old buffers
 
     def adopt(self, kv: KV, room: int = 64) -> None:
         """Move `kv` into the static buffers (a bigger bucket when it no longer fits) and re-bind
@@ -220,7 +256,8 @@ class CompiledStep:
         self.ids.fill_(token)
         self.positions.copy_(kv.positions[:, None])
         self.mask[:, slot] = True
-        choice = self.function(self.ids, self.positions, self.mask, self.gamma)
+        with step_attention(self.model):
+            choice = self.function(self.ids, self.positions, self.mask, self.gamma)
         for layer in kv.layers:
             layer.length = slot + 1
             layer._refresh_views()

@@ -31,7 +31,8 @@ from typing import Sequence
 import torch
 from transformers.cache_utils import Cache
 
-from engine.generation.compiled import CompiledStep, _StaticLayer, bucket_for
+from engine.generation.compiled import CompiledStep, _StaticLayer, bucket_for, compile_function, step_attention
+from engine.generation.graphs import GraphedCall
 from engine.generation.decode import Step, cache_argument
 from engine.generation.kv import KV, ensure_room
 
@@ -79,15 +80,12 @@ class BatchStep:
     def __init__(self, model, *, mode: str | None = None, compile: bool = True):
         self.model = model
         device = model.device
-        if mode is None:
-            mode = "reduce-overhead" if device.type == "cuda" else "default"
-        self.mode = mode
         self.rows = self.slots_total = 0
         self.layers: list[_RowSlotLayer] = []
         self.bindings: dict[int, _Binding] = {}   # id(kv) -> where it is bound
         self.cache: Cache | None = None
         self.cache_kwarg = cache_argument(model)
-        self.function = torch.compile(self._forward, mode=mode, dynamic=False) if compile else self._forward
+        self.mode, self.function = compile_function(self._forward, mode, device, compile)
 
     # -- buffers --------------------------------------------------------------------------------
 
@@ -113,6 +111,8 @@ class BatchStep:
             torch._dynamo.mark_static_address(tensor)
         self.cache = Cache(layers=self.layers)
         self.rows, self.slots_total = rows, slots
+        if isinstance(self.function, GraphedCall):
+            self.function.reset()   # the graph read the old buffers
 
     def holds(self, kv: KV) -> bool:
         binding = self.bindings.get(id(kv))
@@ -214,7 +214,8 @@ class BatchStep:
             self.ids[start:end] = step.ids
             self.positions[start:end, 0] = kv.positions
             self.write_slots[start:end] = slot
-        logits = self.function(self.ids, self.positions, self.mask)
+        with step_attention(self.model):
+            logits = self.function(self.ids, self.positions, self.mask)
         out = []
         for kv, start in zip(kvs, starts):
             for layer in kv.layers:

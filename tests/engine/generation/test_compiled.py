@@ -78,3 +78,119 @@ def test_buckets_and_what_stays_eager(monkeypatch):
     monkeypatch.setattr(compiled, "_bitsandbytes_version", lambda: (0, 45))
     assert not compiled.compilable(model)[0]
     assert compiled.compilable(torch.nn.Sequential(torch.nn.Linear(2, 2)))[0]
+
+
+# --- the compiled steps' attention and CUDA graphs ---------------------------------------------------
+
+class _Attention(torch.nn.Module):
+    """What transformers' attention functions read from the module."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.num_key_value_groups, self.is_causal = groups, True
+        self.train(False)
+
+
+def _repeated_heads_reference(query, key, value, mask, scale):
+    """Plain attention with every key/value head copied for its query heads (repeat_kv), in fp64."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = (t.double().repeat_interleave(groups, dim=1) for t in (key, value))
+    scores = (query.double() @ key.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ value).transpose(1, 2)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (28, 4), (12, 2)])
+def test_decode_attention_reads_grouped_heads_once_and_equals_repeated_heads(heads, kv_heads):
+    from engine.generation.attention import decode_attention_forward
+
+    generator = torch.Generator().manual_seed(heads)
+    rows, slots, dim = 3, 37, 16
+    query = torch.randn(rows, heads, 1, dim, generator=generator)
+    key, value = (torch.randn(rows, kv_heads, slots, dim, generator=generator) for _ in range(2))
+    mask = torch.rand(rows, 1, 1, slots, generator=generator) < 0.6
+    mask[:, ..., 0] = True   # every row attends something
+    out, weights = decode_attention_forward(_Attention(heads // kv_heads), query, key, value, mask, scaling=0.25)
+    assert weights is None and out.shape == (rows, 1, heads, dim)
+    expected = _repeated_heads_reference(query, key, value, mask, 0.25)
+    assert torch.allclose(out.double(), expected, atol=1e-5)
+
+
+def test_decode_attention_leaves_other_cases_to_sdpa(monkeypatch):
+    from engine.generation import attention
+
+    calls = []
+    monkeypatch.setattr(attention, "sdpa_attention_forward", lambda *a, **kw: calls.append(a[1].shape) or ("sdpa", None))
+    key = value = torch.zeros(1, 2, 5, 8)
+    mask = torch.ones(1, 1, 1, 5, dtype=torch.bool)
+    module = _Attention(2)
+    assert attention.decode_attention_forward(module, torch.zeros(1, 4, 2, 8), key, value, None)[0] == "sdpa"  # 2 tokens
+    per_head_mask = torch.ones(1, 4, 1, 5, dtype=torch.bool)
+    assert attention.decode_attention_forward(module, torch.zeros(1, 4, 1, 8), key, value, per_head_mask)[0] == "sdpa"
+    assert attention.decode_attention_forward(module, torch.zeros(1, 4, 1, 8), key, value, mask,
+                                              sliding_window=4)[0] == "sdpa"
+    assert attention.decode_attention_forward(_Attention(1), torch.zeros(1, 2, 1, 8), key, value, mask)[0] == "sdpa"
+    training = _Attention(2).train()
+    assert attention.decode_attention_forward(training, torch.zeros(1, 4, 1, 8), key, value, mask)[0] == "sdpa"
+    assert len(calls) == 5
+    assert attention.decode_attention_forward(module, torch.zeros(1, 4, 1, 8), key, value, mask)[0].shape == (1, 1, 4, 8)
+    assert len(calls) == 5
+
+
+def test_the_compiled_step_runs_decode_attention_and_restores_the_models_own(structured, tokenizer, monkeypatch):
+    """Every layer of the step's forward goes through egcfg_decode; eager forwards before and
+    after keep sdpa."""
+    from transformers import AttentionInterface
+
+    from engine.generation import attention
+
+    seen = []
+
+    def spy(module, query, *args, **kwargs):
+        seen.append(query.shape[2])
+        return attention.decode_attention_forward(module, query, *args, **kwargs)
+    AttentionInterface.register(attention.DECODE_ATTENTION, spy)
+    try:
+        ids, i_dyn = encode(tokenizer, *PROMPTS[0])
+        dec = decode.start(structured, tokenizer, ids, i_dyn, gamma=3.0, def_indent=0, max_new_tokens=4,
+                           stop_ids=frozenset())
+        decode.set_signal(dec, tokenizer.encode(SIGNALS[0], add_special_tokens=False))
+        step = compiled.CompiledStep(structured, 2, 3.0, compile=False)
+        with torch.inference_mode():
+            step.step(dec.guided, dec.pending)
+    finally:
+        AttentionInterface.register(attention.DECODE_ATTENTION, attention.decode_attention_forward)
+    assert seen == [1] * structured.config.num_hidden_layers
+    assert structured.config._attn_implementation == "sdpa"
+
+
+def test_a_graphed_call_without_cuda_falls_back_to_the_function_and_says_why():
+    from engine.generation.graphs import GraphedCall, _same
+
+    calls = []
+
+    def function(x):
+        calls.append(1)
+        return x * 2
+    call = GraphedCall(function)
+    x = torch.arange(3.0)
+    if torch.cuda.is_available():
+        pytest.skip("this checks the fallback where there is no GPU")
+    assert torch.equal(call(x), x * 2) and call.note.startswith("CUDA graph not used")
+    assert torch.equal(call(x), x * 2) and call.graph is None and call.captures == 0
+    assert _same(torch.tensor([3]), torch.tensor([3])) and not _same(torch.tensor([3]), torch.tensor([4]))
+    assert _same(torch.tensor([100.0]), torch.tensor([100.05])) and not _same(torch.tensor([100.0]), torch.tensor([101.0]))
+    assert not _same(torch.tensor([float("nan")]), torch.tensor([1.0]))
+
+
+def test_compile_modes():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert compiled.compile_function(len, None, cpu, compile=False) == ("default", len)
+    assert compiled.compile_function(len, None, gpu, compile=False) == ("graphs", len)
+    mode, function = compiled.compile_function(len, "reduce-overhead", cpu)
+    assert mode == "reduce-overhead" and not isinstance(function, type(len))
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        compiled.compile_function(len, "fast", cpu)
+    from engine.generation.graphs import GraphedCall
+
+    assert isinstance(compiled.compile_function(len, "graphs", gpu)[1], GraphedCall)
