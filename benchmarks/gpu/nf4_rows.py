@@ -162,12 +162,13 @@ def measure_rows(config: str, dry_run: bool, save) -> None:
     save(config=config, layers=layers, compile_mode=mode, rows=list(ROWS))
     paths = CudaPaths()
     try:
-        # nf4: bitsandbytes' kernel throughout (as the first runs measured); nf4_egcfg: 1-4 rows
-        # through egcfg's own kernel (engine/generation/nf4_gemv.py); bf16: the unquantized bound
+        # nf4: bitsandbytes' kernel throughout, projections separate (as the first runs measured);
+        # nf4_egcfg: 1-4 rows through egcfg's own kernel (engine/generation/nf4_gemv.py); bf16: the
+        # unquantized bound
         for precision in ("nf4", "nf4_egcfg", "bf16"):
             loaded = random_model(config, device="cuda" if cuda else "cpu", dtype="bf16",
                                   quantization="4bit" if precision.startswith("nf4") else "none", layers=layers,
-                                  nf4_kernel="egcfg" if precision == "nf4_egcfg" else "bitsandbytes")
+                                  nf4_kernel="egcfg" if precision == "nf4_egcfg" else "bitsandbytes", join=False)
             if precision == "nf4_egcfg":
                 save(nf4_egcfg_kernel=loaded.nf4_kernel)
             model = loaded.model

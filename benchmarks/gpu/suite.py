@@ -133,7 +133,7 @@ def parse_parts(text: str) -> list[tuple[str, float]]:
     return plan
 
 
-PRECISIONS = ("nf4", "nf4-egcfg", "bf16", "fp32")
+PRECISIONS = ("nf4", "nf4-egcfg", "nf4-separate", "bf16", "fp32")
 
 
 def part_problem(part: str) -> str:
@@ -251,15 +251,17 @@ def environment() -> dict:
 
 
 def _load(config: str, precision: str, dry_run: bool, save=None):
-    """A random model of the shape; precision nf4 (the default kernel, bitsandbytes'), nf4-egcfg (1-4
-    rows through egcfg's Triton kernel where it passes its check), bf16 or fp32."""
+    """A random model of the shape; precision nf4 (as the engine loads 4-bit on a GPU: bitsandbytes'
+    kernel, sibling projections joined), nf4-egcfg (1-4 rows through egcfg's Triton kernel where it
+    passes its check), nf4-separate (projections not joined), bf16 or fp32."""
     from engine.generation.random_models import random_model
 
     device = "cpu" if dry_run else "cuda"
     quantization = "4bit" if precision.startswith("nf4") else "none"
     loaded = random_model(config, device=device, dtype="fp32" if precision == "fp32" else "bf16",
                           quantization=quantization, layers=None,
-                          nf4_kernel="egcfg" if precision == "nf4-egcfg" else None)
+                          nf4_kernel="egcfg" if precision == "nf4-egcfg" else None,
+                          join=precision != "nf4-separate")
     if save is not None and loaded.nf4_kernel is not None:
         save(nf4_kernel=loaded.nf4_kernel)
     return loaded

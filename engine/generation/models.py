@@ -54,7 +54,7 @@ class LoadedModel:
     dtype: str              # "bf16" | "fp16" | "fp32": the weights' dtype, or the compute dtype when quantized
     quantized: bool         # True: 4-bit NF4 through bitsandbytes
     note: str = ""          # why the load differs from what was asked, e.g. no bitsandbytes -> bf16
-    nf4_kernel: dict | None = None   # 4-bit: which kernel runs 1-4 rows, and its check (nf4_gemv.NF4Report)
+    nf4_kernel: dict | None = None   # 4-bit: which kernel runs 1-4 rows, its check (nf4_gemv.NF4Report), joined projections
 
 
 def describe(loaded: LoadedModel) -> str:
@@ -295,6 +295,19 @@ def apply_nf4_kernel(model, nf4_kernel: str = DEFAULT_NF4_KERNEL) -> dict:
     return report.as_dict()
 
 
+def prepare_4bit(model, nf4_kernel: str = DEFAULT_NF4_KERNEL, join: bool | None = None) -> dict:
+    """A 4-bit model made ready to decode: sibling projections joined (engine.generation.fused: the
+    same outputs bit for bit, fewer bitsandbytes calls; `join=False` keeps them apart), then the NF4
+    kernel chosen (apply_nf4_kernel). The kernel report, with `joined_projections`: how many groups
+    were joined."""
+    from engine.generation.fused import fuse_projections
+
+    joined = fuse_projections(model) if join is not False else 0
+    report = apply_nf4_kernel(model, nf4_kernel)
+    report["joined_projections"] = joined
+    return report
+
+
 def torch_device_type(model) -> str:
     return getattr(getattr(model, "device", None), "type", "cpu")
 
@@ -314,7 +327,7 @@ def load_model(name_or_dir: str | os.PathLike, *, device: str = "auto", quantiza
     source, _local = resolve_source(name_or_dir)
     tokenizer = _load_tokenizer(source, name_or_dir)
     model = _load_weights(source, name_or_dir, device, dtype, quantized)
-    nf4 = apply_nf4_kernel(model, nf4_kernel) if quantized else None
+    nf4 = prepare_4bit(model, nf4_kernel) if quantized else None
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if note:

@@ -75,14 +75,15 @@ def build_config(name: str, tokenizer, layers: int | None = None):
 
 
 def random_model(name: str, device: str = "auto", dtype: str = "auto", quantization: str = "none",
-                 layers: int | None = None, seed: int = 0, nf4_kernel: str | None = None):
+                 layers: int | None = None, seed: int = 0, nf4_kernel: str | None = None,
+                 join: bool | None = None):
     """A random-weight model of the named shape with the tiny model's tokenizer, as a LoadedModel.
     4-bit: every Linear but the LM head becomes a bitsandbytes NF4 layer, as transformers'
-    bitsandbytes loading does for a real checkpoint; `nf4_kernel` as in models.apply_nf4_kernel (None: its default)."""
+    bitsandbytes loading does for a real checkpoint; `nf4_kernel` and `join` as in models.prepare_4bit (None: their defaults)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.generation.models import DEFAULT_NF4_KERNEL, LoadedModel, _torch_dtype, apply_nf4_kernel, choose_device, choose_dtype
+    from engine.generation.models import DEFAULT_NF4_KERNEL, LoadedModel, _torch_dtype, choose_device, choose_dtype, prepare_4bit
     from engine.generation.tiny import build_tokenizer
 
     device = choose_device(device)
@@ -102,7 +103,7 @@ def random_model(name: str, device: str = "auto", dtype: str = "auto", quantizat
     nf4 = None
     if quantized:
         quantize_nf4(model, _torch_dtype(dtype))
-        nf4 = apply_nf4_kernel(model, nf4_kernel or DEFAULT_NF4_KERNEL)
+        nf4 = prepare_4bit(model, nf4_kernel or DEFAULT_NF4_KERNEL, join)
     return LoadedModel(model=model, tokenizer=tokenizer, name=f"random-{name}", device=str(model.device),
                        dtype=dtype, quantized=quantized, nf4_kernel=nf4)
 

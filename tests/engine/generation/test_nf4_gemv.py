@@ -353,7 +353,7 @@ def test_random_4bit_models_record_which_kernel_runs(anywhere):
     assert ours.nf4_kernel["kernel"] == "egcfg" and ours.nf4_kernel["switched"] == layers > 0
     theirs = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit")   # the default
     assert theirs.nf4_kernel == {"kernel": "bitsandbytes", "layers": layers, "switched": 0, "max_error": None,
-                                 "reason": "bitsandbytes' kernel was chosen"}
+                                 "reason": "bitsandbytes' kernel was chosen", "joined_projections": 4}  # 2 layers x (qkv, gate+up)
     assert not any(type(m) is nf4_gemv.gemv_linear_class() for m in theirs.model.modules())
     assert random_model("tiny", device="cpu", dtype="bf16").nf4_kernel is None   # not 4-bit
     with torch.no_grad():   # the switched model still runs a 2-row step and a prefill
