@@ -32,8 +32,8 @@ import torch
 from transformers.cache_utils import Cache
 
 from engine.generation.compiled import CompiledStep, _StaticLayer, bucket_for, compile_function, step_attention
-from engine.generation.graphs import GraphedCall
 from engine.generation.decode import Step, cache_argument
+from engine.generation.graphs import GraphedCall
 from engine.generation.kv import KV, ensure_room
 
 ROW_BUCKETS = (4, 8, 16, 32, 64)

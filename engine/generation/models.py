@@ -295,14 +295,14 @@ def apply_nf4_kernel(model, nf4_kernel: str = DEFAULT_NF4_KERNEL) -> dict:
     return report.as_dict()
 
 
-def prepare_4bit(model, nf4_kernel: str = DEFAULT_NF4_KERNEL, join: bool | None = None) -> dict:
+def prepare_4bit(model, nf4_kernel: str = DEFAULT_NF4_KERNEL, join: bool = True) -> dict:
     """A 4-bit model made ready to decode: sibling projections joined (engine.generation.fused: the
     same outputs bit for bit, fewer bitsandbytes calls; `join=False` keeps them apart), then the NF4
     kernel chosen (apply_nf4_kernel). The kernel report, with `joined_projections`: how many groups
     were joined."""
     from engine.generation.fused import fuse_projections
 
-    joined = fuse_projections(model) if join is not False else 0
+    joined = fuse_projections(model) if join else 0
     report = apply_nf4_kernel(model, nf4_kernel)
     report["joined_projections"] = joined
     return report

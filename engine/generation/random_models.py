@@ -76,10 +76,10 @@ def build_config(name: str, tokenizer, layers: int | None = None):
 
 def random_model(name: str, device: str = "auto", dtype: str = "auto", quantization: str = "none",
                  layers: int | None = None, seed: int = 0, nf4_kernel: str | None = None,
-                 join: bool | None = None):
+                 join: bool = True):
     """A random-weight model of the named shape with the tiny model's tokenizer, as a LoadedModel.
     4-bit: every Linear but the LM head becomes a bitsandbytes NF4 layer, as transformers'
-    bitsandbytes loading does for a real checkpoint; `nf4_kernel` and `join` as in models.prepare_4bit (None: their defaults)."""
+    bitsandbytes loading does for a real checkpoint; `nf4_kernel` (None: the default) and `join` as in models.prepare_4bit."""
     import torch
     from transformers import AutoModelForCausalLM
 
