@@ -21,7 +21,8 @@ Parts (random weights in the published shapes, engine.generation.random_models):
                                the summary rewritten after each)
     replay:<config>:<precision>:compile
                                the fast scheme with compiled guided steps, after an uncounted
-                               warm-up task that compiles them
+                               warm-up task that compiles them and one more uncounted task under
+                               a sampling profiler of every thread (`host_profile`)
 
     python3 benchmarks/gpu/suite.py [--budget 450] [--out FILE] [--data DIR] [--dry-run]
 
@@ -44,8 +45,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(Path(__file__).resolve().parent))  # nf4_rows beside this file
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # nf4_rows, host_profile beside this file
 
+from host_profile import HostSampler  # noqa: E402
 from nf4_rows import device_profile, median_ms, sync_device  # noqa: E402 - the timing helpers both files use
 
 # (part, seconds): the plan for one H100/H200 run of under 8 minutes (the parent adds ~10 s). The
@@ -509,6 +511,12 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
                  warmup_lines=warm["lines"], buckets=list(compiled.BUCKETS),
                  compiled_steps=compiled.graph_status(loaded.model))
             tasks = tasks[1:]
+            # one compiled task again under the sampling profiler (not counted): where the host
+            # time between forwards goes, in every thread
+            if tasks:
+                with HostSampler() as sampler:
+                    replay_task(loaded, executor, tasks[0], "fast", 0.5, "editor", 0, compile=True)
+                save(host_profile_task=tasks[0].task_id, host_profile=sampler.report())
         for task in tasks:
             for name, (scheme, compiled_steps) in schemes.items():
                 records[name].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0,

@@ -38,3 +38,25 @@ def test_parts_are_checked_before_the_gpu_starts():
         with pytest.raises(SystemExit) as refused:
             suite.parse_parts(bad)
         assert "--parts:" in str(refused.value)
+
+
+def test_the_host_sampler_sees_work_in_other_threads():
+    import threading
+    import time
+
+    from host_profile import HostSampler
+
+    def spin_in_a_worker(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    worker = threading.Thread(target=spin_in_a_worker, args=(0.3,), name="pool_0")
+    with HostSampler(interval=0.002) as sampler:
+        worker.start()
+        worker.join()
+    report = sampler.report()
+    assert report["samples"] >= 5 and report["seconds"] >= 0.3
+    by_where = {(thread, where): ms for thread, where, ms in report["self_ms"]}
+    spun = by_where.get(("pool", "tests/engine/bench/test_gpu_suite.py:spin_in_a_worker"), 0)
+    assert spun >= 0.5 * 1000 * report["seconds"]   # most of the time, under the pool's name
