@@ -22,19 +22,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_NAMES: dict = {}   # code object -> its name: a sample must not touch the file system (each call
+                    # would give up the GIL, and under contention wait long to get it back)
+_ROOT_PREFIX = str(ROOT) + "/"
+
+
 def describe(frame) -> str:
     """`path:function` with the path shortened to the repository or the installed package."""
-    path = frame.f_code.co_filename
-    for marker in ("site-packages/", "dist-packages/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    else:
-        try:
-            path = str(Path(path).resolve().relative_to(ROOT))
-        except ValueError:
-            path = Path(path).name
-    return f"{path}:{frame.f_code.co_name}"
+    code = frame.f_code
+    name = _NAMES.get(code)
+    if name is None:
+        path = code.co_filename
+        for marker in ("site-packages/", "dist-packages/"):
+            if marker in path:
+                path = path.split(marker, 1)[1]
+                break
+        else:
+            path = path[len(_ROOT_PREFIX):] if path.startswith(_ROOT_PREFIX) else path.rsplit("/", 1)[-1]
+        name = _NAMES[code] = f"{path}:{code.co_name}"
+    return name
 
 
 class HostSampler:
@@ -58,23 +64,28 @@ class HostSampler:
         self.seconds = time.perf_counter() - self._started
 
     def _run(self) -> None:
-        me = threading.get_ident()
         while not self._stop.wait(self.interval):
-            names = {thread.ident: thread.name for thread in threading.enumerate()}
-            self.samples += 1
-            for ident, frame in sys._current_frames().items():
-                if ident == me:
-                    continue
-                # thread pools name their workers "<prefix>_<n>": one row for the pool
-                thread = names.get(ident, "?").rsplit("_", 1)[0]
-                self.self_counts[(thread, describe(frame))] += 1
-                seen = set()
-                while frame is not None:
-                    key = (thread, describe(frame))
-                    if key not in seen:
-                        seen.add(key)
-                        self.inclusive[key] += 1
-                    frame = frame.f_back
+            self.sample()
+
+    def sample(self) -> None:
+        """One look at every other thread's stack. (A thread busy in Python holds the GIL between
+        switch intervals, so under contention samples come less often than `interval`.)"""
+        me = threading.get_ident()
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        self.samples += 1
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            # thread pools name their workers "<prefix>_<n>": one row for the pool
+            thread = names.get(ident, "?").rsplit("_", 1)[0]
+            self.self_counts[(thread, describe(frame))] += 1
+            seen = set()
+            while frame is not None:
+                key = (thread, describe(frame))
+                if key not in seen:
+                    seen.add(key)
+                    self.inclusive[key] += 1
+                frame = frame.f_back
 
     def report(self, top: int = 25, chain: int = 40) -> dict:
         """`self_ms`: the functions on top of a stack, every thread (waits included: a pool worker
