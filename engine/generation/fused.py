@@ -36,9 +36,8 @@ class _Product:
     """The joined layer's last input and output, shared by its slices (not a module: the joined
     Linear4bit is registered once, on the parent, as `fused_<first>`)."""
 
-    def __init__(self, layer, widths: Sequence[int]):
+    def __init__(self, layer):
         self.layer = layer
-        self.widths = tuple(widths)
         self.input: torch.Tensor | None = None
         self.output: torch.Tensor | None = None
 
@@ -123,7 +122,7 @@ def _join(parent, names: Sequence[str], layers: list) -> None:
         joined.bias = torch.nn.Parameter(torch.cat([layer.bias.data for layer in layers]), requires_grad=False)
     joined.train(first.training)
     parent.register_module(f"fused_{names[0]}", joined)
-    product = _Product(joined, widths)
+    product = _Product(joined)
     start = 0
     for index, (name, width) in enumerate(zip(names, widths)):
         setattr(parent, name, ProjectionSlice(product, start, start + width, last=index == len(names) - 1))

@@ -188,7 +188,7 @@ def test_compile_modes():
     assert compiled.compile_function(len, None, cpu, compile=False) == ("default", len)
     assert compiled.compile_function(len, None, gpu, compile=False) == ("graphs", len)
     mode, function = compiled.compile_function(len, "reduce-overhead", cpu)
-    assert mode == "reduce-overhead" and not isinstance(function, type(len))
+    assert mode == "reduce-overhead" and function is not len and callable(function)   # torch.compile's wrapper
     with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
         compiled.compile_function(len, "fast", cpu)
     from engine.generation.graphs import GraphedCall
