@@ -48,18 +48,29 @@ BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
 MODES = ("graphs", "reduce-overhead", "default")   # graphs: inductor + our CUDA graph (GPU only)
 
 
-def compile_function(function, mode: str | None, device: torch.device, compile: bool = True):
+def compile_function(function, mode: str | None, device: torch.device, compile: bool = True, context=None):
     """(the mode used, the callable a step calls): `mode` None picks "graphs" on a GPU and
-    "default" (inductor alone) elsewhere."""
+    "default" (inductor alone) elsewhere. `context` (a no-argument factory of a context manager)
+    is entered around every call that runs `function`; a CUDA graph's replay runs no Python and
+    skips it."""
     if mode is None:
         mode = "graphs" if device.type == "cuda" else "default"
     if mode not in MODES:
         raise ValueError(f"unknown compile mode {mode!r}: one of {', '.join(MODES)}")
-    if not compile:
-        return mode, function
-    compiled = torch.compile(function, mode="reduce-overhead" if mode == "reduce-overhead" else "default",
-                             dynamic=False)
-    return mode, GraphedCall(compiled) if mode == "graphs" and device.type == "cuda" else compiled
+    if compile:
+        function = torch.compile(function, mode="reduce-overhead" if mode == "reduce-overhead" else "default",
+                                 dynamic=False)
+        if mode == "graphs" and device.type == "cuda":
+            return mode, GraphedCall(function, context)
+    return mode, function if context is None else _within(function, context)
+
+
+def _within(function, context):
+    def call(*args):
+        with context():
+            return function(*args)
+    call.__wrapped__ = function
+    return call
 
 
 def step_attention(model):
@@ -166,7 +177,8 @@ class CompiledStep:
         self.cache: Cache | None = None
         self.holder: weakref.ref | None = None   # the KV bound to the buffers now
         self.cache_kwarg = cache_argument(model)   # looked up outside the compiled function
-        self.mode, self.function = compile_function(self._step, mode, device, compile)
+        self.mode, self.function = compile_function(self._step, mode, device, compile,
+                                                    context=lambda: step_attention(model))
 
     # -- buffers --------------------------------------------------------------------------------
 
@@ -256,10 +268,8 @@ class CompiledStep:
         self.ids.fill_(token)
         self.positions.copy_(kv.positions[:, None])
         self.mask[:, slot] = True
-        with step_attention(self.model):
-            choice = self.function(self.ids, self.positions, self.mask, self.gamma)
+        choice = self.function(self.ids, self.positions, self.mask, self.gamma)
         for layer in kv.layers:
             layer.length = slot + 1
-            layer._refresh_views()
         kv.positions += 1
         return int(choice)

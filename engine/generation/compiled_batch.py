@@ -85,7 +85,8 @@ class BatchStep:
         self.bindings: dict[int, _Binding] = {}   # id(kv) -> where it is bound
         self.cache: Cache | None = None
         self.cache_kwarg = cache_argument(model)
-        self.mode, self.function = compile_function(self._forward, mode, device, compile)
+        self.mode, self.function = compile_function(self._forward, mode, device, compile,
+                                                    context=lambda: step_attention(model))
 
     # -- buffers --------------------------------------------------------------------------------
 
@@ -214,13 +215,11 @@ class BatchStep:
             self.ids[start:end] = step.ids
             self.positions[start:end, 0] = kv.positions
             self.write_slots[start:end] = slot
-        with step_attention(self.model):
-            logits = self.function(self.ids, self.positions, self.mask)
+        logits = self.function(self.ids, self.positions, self.mask)
         out = []
         for kv, start in zip(kvs, starts):
             for layer in kv.layers:
                 layer.length += 1
-                layer._refresh_views()
             kv.positions += 1
             out.append(logits[start:start + kv.rows].clone())   # a CUDA graph's output is overwritten next step
         CompiledStep.forwards += 1

@@ -379,7 +379,6 @@ def set_signal(dec: Decoding, signal: Sequence[int]) -> None:
         target = row_view(dec.guided, 1)   # writes into row 1 of the pair, positions included
         for layer in target.layers:
             layer.length = dec.head_len
-            layer._refresh_views()
     if cond_ids:
         feed(dec.model, target, cond_ids)
     dec.signal_len = len(signal)

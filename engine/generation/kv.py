@@ -32,23 +32,36 @@ class SlotLayer(CacheLayerMixin):
 
     def __init__(self, capacity: int, keys: torch.Tensor | None = None, values: torch.Tensor | None = None,
                  length: int = 0):
+        self.buffer_keys, self.buffer_values = keys, values   # before the base class clears keys/values
         super().__init__()
         self.capacity = capacity
-        self.buffer_keys, self.buffer_values = keys, values
         self.length = length
         if keys is not None:
             self._adopt(keys, values)
+
+    # The filled parts are views made when read: a compiled step moves `length` on every token of
+    # every layer, and making two views per layer there cost ~110 us a step (28 layers, CPU host).
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self.buffer_keys is None else self.buffer_keys[:, :, : self.length]
+
+    @keys.setter
+    def keys(self, value) -> None:
+        _clear_only(value)
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self.buffer_values is None else self.buffer_values[:, :, : self.length]
+
+    @values.setter
+    def values(self, value) -> None:
+        _clear_only(value)
 
     def _adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         self.buffer_keys, self.buffer_values = keys, values
         self.capacity = keys.shape[2]
         self.dtype, self.device = keys.dtype, keys.device
         self.is_initialized = True
-        self._refresh_views()
-
-    def _refresh_views(self) -> None:
-        self.keys = self.buffer_keys[:, :, : self.length]
-        self.values = self.buffer_values[:, :, : self.length]
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         rows, heads, _, _ = key_states.shape
@@ -62,7 +75,6 @@ class SlotLayer(CacheLayerMixin):
         self.buffer_keys[:, :, start:end] = key_states
         self.buffer_values[:, :, start:end] = value_states
         self.length = end
-        self._refresh_views()
         return self.keys, self.values
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -76,7 +88,13 @@ class SlotLayer(CacheLayerMixin):
 
     def crop(self, tokens_to_remove: int) -> None:
         self.length -= abs(tokens_to_remove)
-        self._refresh_views()
+
+
+def _clear_only(value) -> None:
+    """transformers' base class sets keys/values to None; anything else would be a second copy of
+    the buffers that `length` does not follow."""
+    if value is not None:
+        raise AttributeError("a SlotLayer's keys and values are views of its buffers: set buffer_keys/buffer_values")
 
 
 @dataclass
@@ -204,7 +222,7 @@ def pair_with_gap(uncond: KV, head_len: int, gap: int, room: int, release: bool 
 def release_layer(layer: SlotLayer) -> None:
     """Drop a layer's buffers (a cache whose contents were moved elsewhere); using it afterwards
     is an error, not stale data."""
-    layer.buffer_keys = layer.buffer_values = layer.keys = layer.values = None
+    layer.buffer_keys = layer.buffer_values = None
     layer.length, layer.capacity = 0, 0
     layer.is_initialized = False
 

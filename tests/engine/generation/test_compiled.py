@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -167,17 +169,24 @@ def test_the_compiled_step_runs_decode_attention_and_restores_the_models_own(str
 def test_a_graphed_call_without_cuda_falls_back_to_the_function_and_says_why():
     from engine.generation.graphs import GraphedCall, _same
 
-    calls = []
+    entered = []
+
+    @contextmanager
+    def context():
+        entered.append("in")
+        yield
+        entered.append("out")
 
     def function(x):
-        calls.append(1)
+        assert entered[-1] == "in"   # the function runs inside the context
         return x * 2
-    call = GraphedCall(function)
+    call = GraphedCall(function, context)
     x = torch.arange(3.0)
     if torch.cuda.is_available():
         pytest.skip("this checks the fallback where there is no GPU")
     assert torch.equal(call(x), x * 2) and call.note.startswith("CUDA graph not used")
     assert torch.equal(call(x), x * 2) and call.graph is None and call.captures == 0
+    assert entered[-1] == "out" and entered.count("in") == 3   # the failed capture, then both runs
     assert _same(torch.tensor([3]), torch.tensor([3])) and not _same(torch.tensor([3]), torch.tensor([4]))
     assert _same(torch.tensor([100.0]), torch.tensor([100.05])) and not _same(torch.tensor([100.0]), torch.tensor([101.0]))
     assert not _same(torch.tensor([float("nan")]), torch.tensor([1.0]))
@@ -194,3 +203,12 @@ def test_compile_modes():
     from engine.generation.graphs import GraphedCall
 
     assert isinstance(compiled.compile_function(len, "graphs", gpu)[1], GraphedCall)
+    seen = []
+
+    @contextmanager
+    def context():
+        seen.append("in")
+        yield
+        seen.append("out")
+    mode, function = compiled.compile_function(lambda x: seen.append(x) or x, None, cpu, compile=False, context=context)
+    assert function(5) == 5 and seen == ["in", 5, "out"]   # eager and inductor calls run inside the context
