@@ -128,27 +128,32 @@ def measure_shape(name: str, n: int, k: int, args, device: str) -> dict:
     return out
 
 
-SWEEP = [(block_n, block_k, warps) for block_n in (8, 16, 32) for block_k in (256, 512) for warps in (4, 8)]
 SWEEP_ROWS = (1, 2, 4)
 
 
 def sweep(stack, k: int, device: str, args) -> dict:
-    """Our kernel's CUDA-graph time per call for other block sizes and warp counts: name -> rows -> us
-    (or the error when a configuration gives another result than bitsandbytes)."""
+    """Our kernel's CUDA-graph time per call with each of nf4_gemv.CANDIDATE_CONFIGS (what `auto`
+    chooses from): name -> rows -> us (or the error when a configuration gives another result than
+    bitsandbytes, or does not compile)."""
     import bitsandbytes as bnb
 
     cuda = device == "cuda"
-    defaults = (nf4_gemv.BLOCK_N, nf4_gemv.BLOCK_K, nf4_gemv.NUM_WARPS)
+    defaults = [layer._egcfg_nf4 for layer in stack]
     out: dict = {}
     try:
-        for block_n, block_k, warps in SWEEP:
-            nf4_gemv.BLOCK_N, nf4_gemv.BLOCK_K, nf4_gemv.NUM_WARPS = block_n, block_k, warps
+        for config in nf4_gemv.CANDIDATE_CONFIGS:
+            for layer, tensors in zip(stack, defaults):
+                layer._egcfg_nf4 = tensors._replace(config=config)
             times: dict = {}
             for rows in SWEEP_ROWS:
                 x = torch.randn(rows, k, device=device, dtype=torch.bfloat16)
                 ours = lambda: [nf4_gemv.gemv_forward(layer, x) for layer in stack]   # noqa: E731
                 expected = bnb.nn.Linear4bit.forward(stack[0], x).float()
-                error = ((ours()[0].float() - expected).abs().max() / expected.abs().max()).item()
+                try:
+                    error = ((ours()[0].float() - expected).abs().max() / expected.abs().max()).item()
+                except Exception as failure:   # e.g. more registers or shared memory than the GPU has
+                    times[rows] = f"{type(failure).__name__}: {(str(failure).strip().splitlines() or [''])[0][:160]}"
+                    continue
                 replay = graphed(ours, cuda)
                 if error > nf4_gemv.CHECK_TOLERANCE:
                     times[rows] = f"differs from bitsandbytes by {error:.3g}"
@@ -156,9 +161,10 @@ def sweep(stack, k: int, device: str, args) -> dict:
                     times[rows] = round(per_call_us(replay, len(stack), args.repeats, cuda), 2)
                 else:
                     times[rows] = replay
-            out[f"bn{block_n}-bk{block_k}-w{warps}"] = times
+            out[config.name] = times
     finally:
-        nf4_gemv.BLOCK_N, nf4_gemv.BLOCK_K, nf4_gemv.NUM_WARPS = defaults
+        for layer, tensors in zip(stack, defaults):
+            layer._egcfg_nf4 = tensors
     return out
 
 
@@ -204,7 +210,7 @@ def run(args: argparse.Namespace, save=None) -> dict:
         args.repeats = 2
     result: dict = {"config": "dry-run" if args.dry_run else args.config, "nested": not args.plain,
                     "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                    "torch": torch.__version__, "block_n": nf4_gemv.BLOCK_N, "block_k": nf4_gemv.BLOCK_K,
+                    "torch": torch.__version__, "default_config": nf4_gemv.DEFAULT_CONFIG.name,
                     "shapes": {}}
     try:
         import bitsandbytes

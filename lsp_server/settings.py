@@ -40,7 +40,7 @@ class Settings:
     max_new_tokens: int = 512                 # token cap per agent for one body
     max_file_bytes: int = 2_000_000           # larger documents are not analysed (a clear status instead)
     compile: bool = False                     # the engine's compiled guided step (torch.compile; worth it on a GPU)
-    nf4_kernel: str = DEFAULT_NF4_KERNEL     # 4-bit on CUDA, 1-4 rows: bitsandbytes | egcfg (our Triton kernel)
+    nf4_kernel: str = DEFAULT_NF4_KERNEL     # 4-bit on CUDA, 1-4 rows: bitsandbytes | egcfg (our Triton kernel) | auto (timed per shape)
     python: str = ""                          # the project's interpreter (VS Code: the Python extension's); "": .venv/venv, else egcfg's
     sandbox: str = "auto"                     # auto | bubblewrap | landlock | limits (limits: no isolation, explicit opt-in)
 

@@ -55,14 +55,17 @@ from nf4_rows import device_profile, median_ms, sync_device  # noqa: E402 - the 
 # (gpu-nvidia-h200-20261126-*.json) met the memory and replay bars, found egcfg's NF4 kernel slower
 # than bitsandbytes' under CUDA graphs, and profiled the 7B guided step: 8.6 ms on the GPU (NF4
 # 5.8, attention 2.2) of 13.0 ms. This plan measures what changed since: the compiled steps as our
-# own CUDA graphs (no per-call guards) with grouped-query decode attention, against torch's
-# reduce-overhead mode in the same process (the 150 tokens/s bar), and the compiled replay.
+# own CUDA graphs (no per-call guards) with grouped-query decode attention and joined projections,
+# against torch's reduce-overhead mode in the same process (the 150 tokens/s bar); then the same
+# step with each weight shape on the faster kernel as timed at load (nf4-auto: its load report
+# holds bitsandbytes' and each of our configurations' time per shape); then the compiled replay.
 # Earlier parts stay available through --parts (e.g. kernel:qwen2.5-coder-7b=80,
 # rows:qwen2.5-coder-7b=80, mem:qwen2.5-coder-7b:nf4=25, shape:qwen2.5-coder-7b:nf4-egcfg=175).
 PLAN = [
     ("env", 20),
     ("shape:qwen2.5-coder-7b:nf4", 175),
-    ("replay:qwen2.5-coder-1.5b:nf4:compile", 200),
+    ("shape:qwen2.5-coder-7b:nf4-auto", 130),
+    ("replay:qwen2.5-coder-1.5b:nf4:compile", 115),
 ]
 KINDS = ("shape", "mem", "rows", "replay", "kernel")
 DRY_PLAN = [("env", 30), ("kernel:tiny", 60), ("shape:tiny:bf16", 200), ("shape:tiny:nf4", 200),
@@ -74,7 +77,7 @@ DRY_PLAN = [("env", 30), ("kernel:tiny", 60), ("shape:tiny:bf16", 200), ("shape:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, help="seconds for all parts (default: 430; with --dry-run, the dry "
+    parser.add_argument("--budget", type=float, help="seconds for all parts (default: 440; with --dry-run, the dry "
                         "plan's sum)")
     parser.add_argument("--out", help="result file (default: benchmarks/results/gpu-<gpu>-<time>.json)")
     parser.add_argument("--data", default=os.environ.get("EGCFG_DATA") or str(ROOT / ".gpu-data"),
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     plan = parse_parts(args.parts) if args.parts else DRY_PLAN if args.dry_run else PLAN
     if args.budget is None:
-        args.budget = float(sum(seconds for _, seconds in DRY_PLAN)) if args.dry_run else 430.0
+        args.budget = float(sum(seconds for _, seconds in DRY_PLAN)) if args.dry_run else 440.0
     report: dict = {"suite": "benchmarks/gpu/run", "dry_run": args.dry_run, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                                    time.gmtime()),
                     "budget_s": args.budget, "parts": {}}
@@ -135,7 +138,7 @@ def parse_parts(text: str) -> list[tuple[str, float]]:
     return plan
 
 
-PRECISIONS = ("nf4", "nf4-egcfg", "nf4-separate", "bf16", "fp32")
+PRECISIONS = ("nf4", "nf4-egcfg", "nf4-auto", "nf4-separate", "bf16", "fp32")
 
 
 def part_problem(part: str) -> str:
@@ -255,14 +258,15 @@ def environment() -> dict:
 def _load(config: str, precision: str, dry_run: bool, save=None):
     """A random model of the shape; precision nf4 (as the engine loads 4-bit on a GPU: bitsandbytes'
     kernel, sibling projections joined), nf4-egcfg (1-4 rows through egcfg's Triton kernel where it
-    passes its check), nf4-separate (projections not joined), bf16 or fp32."""
+    passes its check), nf4-auto (per weight shape the faster of the two, timed at load: the load
+    report holds every shape's times), nf4-separate (projections not joined), bf16 or fp32."""
     from engine.generation.random_models import random_model
 
     device = "cpu" if dry_run else "cuda"
     quantization = "4bit" if precision.startswith("nf4") else "none"
     loaded = random_model(config, device=device, dtype="fp32" if precision == "fp32" else "bf16",
                           quantization=quantization, layers=None,
-                          nf4_kernel="egcfg" if precision == "nf4-egcfg" else None,
+                          nf4_kernel={"nf4-egcfg": "egcfg", "nf4-auto": "auto"}.get(precision),
                           join=precision != "nf4-separate")
     if save is not None and loaded.nf4_kernel is not None:
         save(nf4_kernel=loaded.nf4_kernel)
@@ -274,7 +278,7 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
 
     from engine.bench.speed import build_inputs
     from engine.generation import decode
-    from engine.generation.compiled import CompiledStep
+    from engine.generation.compiled import CompiledStep, step_status
 
     context, signal_tokens, tokens = (96, 24, 6) if dry_run else (2000, 400, 32)
     cuda = torch.cuda.is_available() and not dry_run
@@ -340,12 +344,17 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
             save(**{f"{name}_eager_ms_per_token": round(eager[name][1], 3),
                     f"{name}_eager_tokens_per_s": round(1000 / eager[name][1], 1)})
         del step, kv, ids   # the last latency cache (6 rows x 2,064 slots) would count in the peak
-        measure_memory(model, tokenizer, weights_mb, cuda, dry_run, save)
+        # nf4-auto is the second 7B part of a plan: its weights and memory are nf4's, so it
+        # measures only what the kernel choice changes (the guided step, compiled)
+        second = precision == "nf4-auto"
+        if not second:
+            measure_memory(model, tokenizer, weights_mb, cuda, dry_run, save)
 
         # compiled last: a compile that overruns the time box loses only its own figures. The
         # default mode (inductor + our CUDA graph), then torch's reduce-overhead for comparison.
-        for name, base, gamma, rows, mode in (("guided", "guided", 3.0, 2, None), ("greedy", "greedy", 0.0, 1, None),
-                                              ("guided_reduce_overhead", "guided", 3.0, 2, "reduce-overhead")):
+        runs = (("guided", "guided", 3.0, 2, None), ("greedy", "greedy", 0.0, 1, None),
+                ("guided_reduce_overhead", "guided", 3.0, 2, "reduce-overhead"))
+        for name, base, gamma, rows, mode in runs[:1] if second else runs:
             try:
                 stepper = CompiledStep(model, rows, gamma, mode=mode)
                 begin = time.perf_counter()
@@ -361,7 +370,7 @@ def measure_shape(config: str, precision: str, dry_run: bool, save) -> None:
                                                           if a != b), None),
                         f"{name}_eager_min_margin": round(min(margins[base]), 5),
                         f"{name}_compile_mode": stepper.mode,
-                        f"{name}_graph_note": getattr(stepper.function, "note", None)})
+                        f"{name}_step_status": step_status(stepper.function)})
                 if name == "guided":   # where a step's device time goes, compiled and eager
                     profile_steps(stepper.step, eager_step(gamma, []), fresh, gamma, prompt[-1], dry_run, save)
             except Exception as error:   # e.g. a 4-bit layer that does not compile: say so, go on

@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one-token steps compiled: the batched forward in the fast scheme, each guided step in the paper scheme")
     parser.add_argument("--nf4-kernel", default=DEFAULT_NF4_KERNEL, choices=NF4_KERNELS,
                         help="4-bit: who multiplies 1-4 rows, our kernel (CUDA, checked against bitsandbytes "
-                             "first) or bitsandbytes' (default: %(default)s)")
+                             "first), bitsandbytes', or auto: the faster per weight shape, timed at load "
+                             "(default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "that it picks the same tokens as the eager step (on a CPU, --dtype auto is then fp32)")
     parser.add_argument("--nf4-kernel", default=DEFAULT_NF4_KERNEL, choices=NF4_KERNELS,
                         help="4-bit: who multiplies 1-4 rows, our kernel (CUDA, checked against bitsandbytes "
-                             "first) or bitsandbytes' (default: %(default)s)")
+                             "first), bitsandbytes', or auto: the faster per weight shape, timed at load "
+                             "(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one-token steps through torch.compile'd functions (CUDA graphs on a GPU; 4-bit models "
                              "compile on a GPU with bitsandbytes 0.50+, elsewhere they stay eager)")
     parser.add_argument("--nf4-kernel", default=DEFAULT_NF4_KERNEL, choices=NF4_KERNELS,
-                        help="4-bit on a GPU: who multiplies 1-4 rows, egcfg's kernel or bitsandbytes' (default: %(default)s)")
+                        help="4-bit on a GPU: who multiplies 1-4 rows, egcfg's kernel, bitsandbytes', or auto "
+                             "(the faster per weight shape, timed at load) (default: %(default)s)")
     parser.add_argument("--python", metavar="PATH", default="",
                         help="the project's interpreter for the tests (default: a .venv/venv at the project root, else egcfg's)")
 

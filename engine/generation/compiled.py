@@ -28,6 +28,7 @@ elsewhere (see `compilable`).
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from contextlib import nullcontext
@@ -39,6 +40,8 @@ from engine.generation.attention import DECODE_ATTENTION, using_attention
 from engine.generation.decode import _attn_implementation, cache_argument
 from engine.generation.graphs import GraphedCall
 from engine.generation.kv import KV
+
+log = logging.getLogger("egcfg.compiled")
 
 # One code object serves every step, compiled once per row count and bucket: up to 2 x 7 graphs,
 # more than dynamo's default limit of 8 per code object (past it, it runs eager for good).
@@ -58,11 +61,32 @@ def compile_function(function, mode: str | None, device: torch.device, compile: 
     if mode not in MODES:
         raise ValueError(f"unknown compile mode {mode!r}: one of {', '.join(MODES)}")
     if compile:
-        function = torch.compile(function, mode="reduce-overhead" if mode == "reduce-overhead" else "default",
-                                 dynamic=False)
+        function = CompiledOrEager(torch.compile(function, dynamic=False,
+                                                 mode="reduce-overhead" if mode == "reduce-overhead" else "default"),
+                                   function)
         if mode == "graphs" and device.type == "cuda":
             return mode, GraphedCall(function, context)
     return mode, function if context is None else _within(function, context)
+
+
+class CompiledOrEager:
+    """torch.compile's function, or after its first failure (a kernel inductor cannot build, an
+    op dynamo cannot trace) the plain function for good, with why (`note`): a decoding must not
+    fail because compiling its step did. A failure the plain function shares is raised by it."""
+
+    def __init__(self, compiled, eager):
+        self.compiled, self.eager = compiled, eager
+        self.note = ""
+
+    def __call__(self, *args):
+        if not self.note:
+            try:
+                return self.compiled(*args)
+            except Exception as error:
+                line = (str(error).strip().splitlines() or [""])[0][:200]
+                self.note = f"compiled step not used: {type(error).__name__}: {line}"
+                log.warning("running the step eagerly: %s", self.note)
+        return self.eager(*args)
 
 
 def _within(function, context):
@@ -114,8 +138,20 @@ def graph_status(model) -> dict:
     batch = model.__dict__.get("_egcfg_batch_step")
     if batch is not None:
         steps["batch"] = batch.function
-    return {name: (function.note or "graph") if isinstance(function, GraphedCall) else "compiled"
-            for name, function in steps.items()}
+    return {name: step_status(function) for name, function in steps.items()}
+
+
+def step_status(function) -> str:
+    """"graph", "compiled", "eager", or why the graph or the compiled function is not used (a step's
+    function as compile_function made it)."""
+    graphed = isinstance(function, GraphedCall)
+    inner = function.function if graphed else getattr(function, "__wrapped__", function)
+    compiled_note = inner.note if isinstance(inner, CompiledOrEager) else ""
+    if graphed and function.note:
+        return function.note + (f"; {compiled_note}" if compiled_note else "")
+    if compiled_note:
+        return compiled_note
+    return "graph" if graphed else "compiled" if isinstance(inner, CompiledOrEager) else "eager"
 
 
 class _StaticLayer(CacheLayerMixin):

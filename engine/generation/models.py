@@ -30,7 +30,9 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("auto", "4bit", "none")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
-NF4_KERNELS = ("bitsandbytes", "egcfg")   # who multiplies 4-bit weights by 1-4 rows (engine.generation.nf4_gemv)
+# Who multiplies 4-bit weights by 1-4 rows (engine.generation.nf4_gemv): "auto" times bitsandbytes'
+# kernel and our configurations on the model's own layers when it loads, and takes the faster per shape.
+NF4_KERNELS = ("bitsandbytes", "egcfg", "auto")
 # bitsandbytes' kernel by default: on an H200 under CUDA graphs it ran a 7B decoder layer in 142 us (1 row)
 # and 209 us (2 rows) against our kernel's 189 and 263 (benchmarks/results/gpu-nvidia-h200-20261126-233634.json).
 DEFAULT_NF4_KERNEL = "bitsandbytes"
@@ -282,15 +284,16 @@ def _device_name(model) -> str:
 
 def apply_nf4_kernel(model, nf4_kernel: str = DEFAULT_NF4_KERNEL) -> dict:
     """A 4-bit model's small batches (1-4 rows) through our NF4 kernel ("egcfg": on CUDA, after it
-    matches bitsandbytes on the model's first layer) or bitsandbytes' own; the report as a dict."""
+    matches bitsandbytes on a layer of each shape), bitsandbytes' own, or per weight shape the faster
+    of the two as timed on this GPU ("auto", a few seconds at load); the report as a dict."""
     if nf4_kernel not in NF4_KERNELS:
         raise UserError(f"unknown NF4 kernel {nf4_kernel!r}: choose one of {', '.join(NF4_KERNELS)}")
     from engine.generation.nf4_gemv import NF4Report, four_bit_layers, use_nf4_gemv
 
     if nf4_kernel == "bitsandbytes":
         return NF4Report("bitsandbytes", len(four_bit_layers(model)), 0, reason="bitsandbytes' kernel was chosen").as_dict()
-    report = use_nf4_gemv(model)
-    if report.layers and not report.switched and torch_device_type(model) == "cuda":
+    report = use_nf4_gemv(model, choose=nf4_kernel == "auto")
+    if report.layers and not report.switched and torch_device_type(model) == "cuda" and nf4_kernel == "egcfg":
         log.warning("NF4 layers keep bitsandbytes' kernel: %s", report.reason)
     return report.as_dict()
 

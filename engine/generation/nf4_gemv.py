@@ -16,27 +16,51 @@ the kernel; on other devices the op runs the pure-torch reference, which is also
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
-from typing import NamedTuple, Optional
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
 MAX_ROWS = 4            # larger inputs (prefills) keep bitsandbytes' path
-BLOCK_N = 16            # output features per program
-BLOCK_K = 256           # input elements per program and loop step (128 packed bytes a row)
-TARGET_PROGRAMS = 512   # split K until there are about this many programs
 CHECK_TOLERANCE = 2 ** -5   # max |ours - bitsandbytes| / max |bitsandbytes|: 4 bf16 ulps near the max (7B-shape
 # layers on the CPU differed by 0.003-0.0056, one ulp; a wrong nibble, scale or row is off by order 1)
-# Why these sizes (unmeasured until the next GPU run): the kernel is memory-bound, so what matters is
-# bytes in flight. A [16, 256] step reads 16 rows x 128 contiguous bytes (one cache line each) and
-# holds 2 x 2,048 fp32 values in 4 warps (~32 registers a thread), leaving room for many programs an
-# SM. Few output features (q/o: 3,584 -> 224 blocks; k/v: 512 -> 32) would leave most of 132 SMs idle,
-# so K is split until ~512 programs (about 4 an SM) and a second kernel adds the fp32 partial sums in
-# a fixed order (no atomics, no torch sum: the same input gives the same bits, eager and compiled).
-NUM_WARPS = 4
-NUM_STAGES = 3
 SUM_BLOCK = 1024        # outputs per program of the split-K sum
 KERNEL_DEVICES = ("cuda",)   # where the op launches the kernel; tests add "cpu" under TRITON_INTERPRET=1
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """How the kernel tiles one weight. The kernel is memory-bound, so what matters is bytes in
+    flight and load instructions a byte: a step reads `block_n` rows x `block_k` elements (block_k/2
+    contiguous bytes a row); every element costs one lookup of its NF4 level, and each input value
+    loaded serves the rows a thread holds (more when block_n is larger than the warps' footprint).
+    Few output features (k/v: 512 -> 32 row blocks) would leave most SMs idle, so K is split until
+    there are about `programs` programs, and a second kernel adds the fp32 partial sums in a fixed
+    order (no atomics: the same input gives the same bits, eager and compiled). Which configuration
+    is fastest depends on the GPU and the shape: `choose_kernels` times them on the model's own layers."""
+    block_n: int = 16
+    block_k: int = 256
+    warps: int = 4
+    stages: int = 3
+    programs: int = 512
+
+    @property
+    def name(self) -> str:
+        return f"bn{self.block_n}-bk{self.block_k}-w{self.warps}-s{self.stages}-p{self.programs}"
+
+
+DEFAULT_CONFIG = KernelConfig()
+# What choose_kernels tries on a GPU (each is one Triton compile per row count, ~1 s): taller blocks
+# reuse each loaded input value across more rows; more programs keep more bytes in flight.
+CANDIDATE_CONFIGS = (
+    DEFAULT_CONFIG,
+    KernelConfig(block_n=32, block_k=256, warps=4, stages=3, programs=1024),
+    KernelConfig(block_n=64, block_k=256, warps=4, stages=3, programs=1024),
+    KernelConfig(block_n=64, block_k=256, warps=8, stages=3, programs=1024),
+    KernelConfig(block_n=32, block_k=512, warps=8, stages=2, programs=1024),
+    KernelConfig(block_n=128, block_k=128, warps=8, stages=4, programs=1024),
+)
 
 
 class NF4Tensors(NamedTuple):
@@ -52,6 +76,7 @@ class NF4Tensors(NamedTuple):
     blocksize: int
     blocksize2: int
     nested: bool
+    config: KernelConfig = DEFAULT_CONFIG
 
 
 def nf4_tensors(weight) -> NF4Tensors:
@@ -112,11 +137,11 @@ except ImportError:   # no triton: the op runs the reference on every device and
 
 if triton is not None:
     @triton.jit
-    def _row_dot(x_row_ptr, column, x_ok, c_even, c_odd, scale):
-        """One input row against the step's codes: [BLOCK_N] sums of x * code over each block, scaled."""
-        x_even = tl.load(x_row_ptr + column, mask=x_ok, other=0.0).to(tl.float32)
-        x_odd = tl.load(x_row_ptr + column + 1, mask=x_ok, other=0.0).to(tl.float32)
-        return tl.sum(tl.sum(c_even * x_even[None] + c_odd * x_odd[None], axis=2) * scale, axis=1)
+    def _row_dot(x_row_ptr, column, x_ok, w, scale):
+        """One input row against the step's levels w [BLOCK_N, GROUPS, QBLOCK] (element order):
+        [BLOCK_N] sums of x * level over each quantization block, each scaled once."""
+        x = tl.load(x_row_ptr + column, mask=x_ok, other=0.0).to(tl.float32)   # contiguous: vector loads
+        return tl.sum(tl.sum(w * x[None], axis=2) * scale, axis=1)
 
     @triton.jit
     def _store_row(out_row_ptr, acc, rows, row_ok, bias_ptr, HAS_BIAS: tl.constexpr):
@@ -138,6 +163,7 @@ if triton is not None:
         rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < N
         in_group = tl.arange(0, HALF)
+        in_block = tl.arange(0, QBLOCK)
         blocks_per_row = K // QBLOCK
         acc0 = tl.zeros([BLOCK_N], dtype=tl.float32)
         acc1 = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -158,18 +184,18 @@ if triton is not None:
                 scale = tl.load(absmax_ptr + block, mask=ok, other=0.0)
             byte = tl.load(packed_ptr + block[:, :, None] * HALF + in_group[None, None, :], mask=ok[:, :, None],
                            other=0).to(tl.int32)
-            # each block's sum of code * x is scaled once: 2 multiplies a byte fewer than scaling elements
-            c_even = tl.load(code_ptr + (byte >> 4))     # element 2j: the high nibble
-            c_odd = tl.load(code_ptr + (byte & 15))
-            column = group[:, None] * QBLOCK + 2 * in_group[None, :]           # [GROUPS, HALF], even k
+            # element 2j is the high nibble: interleaving the two lookups gives the elements in order,
+            # so the input is read contiguously (vector loads) rather than as even and odd strides
+            w = tl.interleave(tl.load(code_ptr + (byte >> 4)), tl.load(code_ptr + (byte & 15)))
+            column = group[:, None] * QBLOCK + in_block[None, :]                # [GROUPS, QBLOCK]
             x_ok = group_ok[:, None]
-            acc0 += _row_dot(x_ptr, column, x_ok, c_even, c_odd, scale)
+            acc0 += _row_dot(x_ptr, column, x_ok, w, scale)
             if M > 1:
-                acc1 += _row_dot(x_ptr + K, column, x_ok, c_even, c_odd, scale)
+                acc1 += _row_dot(x_ptr + K, column, x_ok, w, scale)
             if M > 2:
-                acc2 += _row_dot(x_ptr + 2 * K, column, x_ok, c_even, c_odd, scale)
+                acc2 += _row_dot(x_ptr + 2 * K, column, x_ok, w, scale)
             if M > 3:
-                acc3 += _row_dot(x_ptr + 3 * K, column, x_ok, c_even, c_odd, scale)
+                acc3 += _row_dot(x_ptr + 3 * K, column, x_ok, w, scale)
         out = out_ptr + split * M * N
         _store_row(out, acc0, rows, row_ok, bias_ptr, HAS_BIAS)
         if M > 1:
@@ -178,7 +204,6 @@ if triton is not None:
             _store_row(out + 2 * N, acc2, rows, row_ok, bias_ptr, HAS_BIAS)
         if M > 3:
             _store_row(out + 3 * N, acc3, rows, row_ok, bias_ptr, HAS_BIAS)
-
 
     @triton.jit
     def _sum_splits_kernel(partial_ptr, bias_ptr, out_ptr, SPLITS, N, TOTAL, HAS_BIAS: tl.constexpr,
@@ -195,12 +220,17 @@ if triton is not None:
         tl.store(out_ptr + index, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-def split_plan(n: int, k: int) -> tuple[int, int, int]:
-    """(row blocks, K splits, steps per split): split K by powers of two until ~TARGET_PROGRAMS."""
-    row_blocks = -(-n // BLOCK_N)
-    steps = -(-k // BLOCK_K)
+def step_elements(config: KernelConfig, blocksize: int) -> int:
+    """Input elements a kernel step reads of each row: whole quantization blocks."""
+    return max(config.block_k, blocksize)
+
+
+def split_plan(n: int, k: int, config: KernelConfig = DEFAULT_CONFIG, blocksize: int = 64) -> tuple[int, int, int]:
+    """(row blocks, K splits, steps per split): split K by powers of two until ~config.programs."""
+    row_blocks = -(-n // config.block_n)
+    steps = -(-k // step_elements(config, blocksize))
     splits = 1
-    while row_blocks * splits < TARGET_PROGRAMS and splits < steps:
+    while row_blocks * splits < config.programs and splits < steps:
         splits *= 2
     per_split = -(-steps // min(splits, steps))
     return row_blocks, -(-steps // per_split), per_split
@@ -213,7 +243,8 @@ def triton_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = N
     rows, k = x.shape
     if not 1 <= rows <= MAX_ROWS or k != t.k:
         raise ValueError(f"the kernel takes 1-{MAX_ROWS} rows of {t.k} features, not {tuple(x.shape)}")
-    row_blocks, splits, per_split = split_plan(t.n, k)
+    config = t.config
+    row_blocks, splits, per_split = split_plan(t.n, k, config, t.blocksize)
     launch = launch or (lambda fn: fn)
     # pointers a kernel does not use get x, which no kernel writes (never an alias of an output)
     y = torch.empty((rows, t.n), device=x.device, dtype=x.dtype)
@@ -222,8 +253,8 @@ def triton_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = N
     launch(_nf4_gemv_kernel)[(row_blocks, splits)](
         x, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, out, bias if final and bias is not None else x,
         t.n, k, per_split, M=rows, QBLOCK=t.blocksize, QBLOCK2=t.blocksize2, NESTED=t.nested,
-        HAS_BIAS=final and bias is not None, BLOCK_N=BLOCK_N, GROUPS=BLOCK_K // t.blocksize,
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+        HAS_BIAS=final and bias is not None, BLOCK_N=config.block_n, GROUPS=step_elements(config, t.blocksize) // t.blocksize,
+        num_warps=config.warps, num_stages=config.stages)
     if not final:
         total = rows * t.n
         launch(_sum_splits_kernel)[(-(-total // SUM_BLOCK),)](
@@ -249,11 +280,13 @@ def gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None, la
 
 def _nf4_gemv(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
               absmax2: torch.Tensor, code2: torch.Tensor, offset: float, n: int, blocksize: int, blocksize2: int,
-              nested: bool, bias: Optional[torch.Tensor]) -> torch.Tensor:
+              nested: bool, bias: Optional[torch.Tensor], block_n: int, block_k: int, warps: int, stages: int,
+              programs: int) -> torch.Tensor:
     """The op's body: gemv with the kernels wrapped for tracing."""
     from torch.library import wrap_triton
 
-    t = NF4Tensors(packed, absmax, code, absmax2, code2, offset, n, x.shape[-1], blocksize, blocksize2, nested)
+    t = NF4Tensors(packed, absmax, code, absmax2, code2, offset, n, x.shape[-1], blocksize, blocksize2, nested,
+                   KernelConfig(block_n, block_k, warps, stages, programs))
     return gemv(x, t, bias, wrap_triton)
 
 
@@ -269,8 +302,10 @@ def nf4_linear(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = No
     calls its body directly, without the dispatcher's Python cost on every layer of every step."""
     rows = x.reshape(-1, t.k).contiguous()
     if torch.compiler.is_compiling():
+        c = t.config
         y = torch.ops.egcfg.nf4_gemv(rows, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, t.n,
-                                     t.blocksize, t.blocksize2, t.nested, bias)
+                                     t.blocksize, t.blocksize2, t.nested, bias, c.block_n, c.block_k, c.warps,
+                                     c.stages, c.programs)
     else:
         y = gemv(rows, t, bias)
     return y.reshape(*x.shape[:-1], t.n)
@@ -302,11 +337,13 @@ def gemv_linear_class():
 
 @dataclass
 class NF4Report:
-    kernel: str                  # "egcfg": small batches go through our kernel; "bitsandbytes": unchanged
+    kernel: str                  # "egcfg": small batches go through our kernel; "bitsandbytes": unchanged;
+    #                              "mixed": ours for some weight shapes (chosen by timing, `shapes`)
     layers: int                  # bitsandbytes 4-bit layers in the model
     switched: int                # of those, how many use our kernel now
     max_error: float | None = None   # the check: max |ours - bitsandbytes| / max |bitsandbytes|
     reason: str = ""             # why nothing (or not everything) switched
+    shapes: dict = field(default_factory=dict)   # when chosen by timing: per weight shape, who won and the times
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -355,48 +392,161 @@ def check_layer(layer, rows_list=(1, 2, 4), seed: int = 0) -> float:
     return worst
 
 
-def use_nf4_gemv(model) -> NF4Report:
-    """Route every bitsandbytes Linear4bit's small inputs (<= 4 rows) through our kernel, if the kernel
-    matches bitsandbytes on the model's first layer; otherwise change nothing. Idempotent."""
+ShapeKey = tuple   # (out features, in features, blocksize, nested, bias): layers one timing speaks for
+BITSANDBYTES = None   # in a plan: this shape keeps bitsandbytes' kernel
+
+
+def shape_key(layer, tensors: NF4Tensors) -> ShapeKey:
+    return (tensors.n, tensors.k, tensors.blocksize, tensors.nested, layer.bias is not None)
+
+
+def shape_name(key: ShapeKey) -> str:
+    return f"{key[0]}x{key[1]}"
+
+
+def graph_us_per_call(function: Callable[[], object], calls: int, repeats: int = 5) -> float:
+    """Device time of `function()` (which makes `calls` calls) replayed from a CUDA graph, per call:
+    the median of `repeats` replays. A graph, as the compiled decode step runs: no launch overhead."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        function()   # compiles the kernel and allocates outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        function()
+    graph.replay()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / calls)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def time_layers(layers: list, config: KernelConfig | None, rows: int = 2) -> float:
+    """Microseconds a call of one of `layers` (all one shape) takes on `rows` rows under a CUDA
+    graph: bitsandbytes' kernel (config None) or ours with `config`. All the layers run in turn,
+    so their weights come from memory, not the L2 cache, as in a decode step."""
+    base = gemv_linear_class().__mro__[1]
+    first = layers[0]
+    x = torch.randn(rows, first.in_features, device=first.weight.device, dtype=first.compute_dtype or torch.bfloat16)
+    if config is None:
+        calls = [functools.partial(base.forward, layer, x) for layer in layers]
+    else:
+        calls = []
+        for layer in layers:
+            tensors = nf4_tensors(layer.weight)._replace(config=config)
+            bias = None if layer.bias is None else layer.bias.to(x.dtype)
+            calls.append(functools.partial(nf4_linear, x, tensors, bias))
+    return graph_us_per_call(lambda: [call() for call in calls], len(calls))
+
+
+def choose_configs(groups: dict, configs=CANDIDATE_CONFIGS, timer: Callable = time_layers,
+                   margin: float = 0.97) -> tuple[dict, dict]:
+    """(plan, times): per shape, the fastest of our configurations when it beats bitsandbytes by
+    more than the timing noise (`margin`), else BITSANDBYTES; times in microseconds a call (or
+    why a configuration could not run)."""
+    plan, times = {}, {}
+    for key, layers in groups.items():
+        measured: dict = {"bitsandbytes": round(timer(layers, None), 2)}
+        best = None
+        for config in configs:
+            try:
+                us = timer(layers, config)
+            except Exception as failure:   # a configuration that does not compile here (registers, shared memory)
+                measured[config.name] = f"{type(failure).__name__}: {(str(failure).strip().splitlines() or [''])[0][:120]}"
+                continue
+            measured[config.name] = round(us, 2)
+            if best is None or us < best[0]:
+                best = (us, config)
+        plan[key] = best[1] if best is not None and best[0] < margin * measured["bitsandbytes"] else BITSANDBYTES
+        times[key] = measured
+    return plan, times
+
+
+def use_nf4_gemv(model, choose: bool = False, configs=CANDIDATE_CONFIGS, timer: Callable = time_layers) -> NF4Report:
+    """Route bitsandbytes Linear4bit layers' small inputs (<= 4 rows) through our kernel, after it
+    matches bitsandbytes on a layer; otherwise change nothing. Every layer with DEFAULT_CONFIG, or
+    with `choose`: per weight shape, the configuration that `timer` finds fastest on the model's own
+    layers, and only the shapes where ours beats bitsandbytes'. Idempotent."""
     layers = four_bit_layers(model)
     if not layers:
         return NF4Report("bitsandbytes", 0, 0, reason="the model has no bitsandbytes 4-bit layers")
     problem = environment_problem(model)
     if problem:
         return NF4Report("bitsandbytes", len(layers), 0, reason=problem)
+    previous = getattr(model, "_egcfg_nf4_report", None)
+    if previous is not None:
+        return previous
     patched = gemv_linear_class()
     nf4_gemv_op()
-    readable = []
+    groups: dict = {}   # shape -> layers
+    readable: dict = {}   # layer -> its tensors, read before any check runs bitsandbytes (which on a CPU repacks them)
     for layer in layers:
         if "forward" in vars(layer):   # e.g. an accelerate offload hook: the class's forward would not run
             return NF4Report("bitsandbytes", len(layers), 0, reason="a 4-bit layer's forward is replaced on the "
                                                                     "layer itself (an offloading hook?)")
         try:
-            readable.append((layer, getattr(layer, "_egcfg_nf4", None) or nf4_tensors(layer.weight)))
+            readable[layer] = nf4_tensors(layer.weight)
         except ValueError as error:
             return NF4Report("bitsandbytes", len(layers), 0, reason=f"{type(layer).__name__}: {error}")
-    if all(type(layer) is patched for layer in layers):
-        return NF4Report("egcfg", len(layers), len(layers), getattr(model, "_egcfg_nf4_error", None))
-    first, tensors = readable[0]
-    first._egcfg_nf4 = tensors
-    try:
-        error = check_layer(first)
-    except Exception as failure:   # a kernel that does not compile or launch here must not stop the load
+        groups.setdefault(shape_key(layer, readable[layer]), []).append(layer)
+    times: dict = {}
+    if choose:
+        try:
+            plan, times = choose_configs(groups, configs, timer)
+        except Exception as failure:   # timing must not stop the load: bitsandbytes' kernel stays
+            line = (str(failure).strip().splitlines() or [""])[0][:200]
+            return NF4Report("bitsandbytes", len(layers), 0, reason=f"timing the kernels failed "
+                                                                    f"({type(failure).__name__}: {line})")
+    else:
+        plan = dict.fromkeys(groups, DEFAULT_CONFIG)
+    worst, reasons = None, []
+    for key, config in list(plan.items()):
+        if config is BITSANDBYTES:
+            continue
+        first = groups[key][0]
+        first._egcfg_nf4 = readable[first]._replace(config=config)
+        try:
+            error = check_layer(first)
+        except Exception as failure:   # a kernel that does not compile or launch here must not stop the load
+            line = (str(failure).strip().splitlines() or [""])[0][:200]
+            error, reason = None, f"the kernel failed on a {shape_name(key)} layer ({type(failure).__name__}: {line})"
+        else:
+            reason = (f"the kernel differs from bitsandbytes on a {shape_name(key)} layer by {error:.3g} (relative), "
+                      f"more than {CHECK_TOLERANCE:g}") if not error <= CHECK_TOLERANCE else ""
         del first._egcfg_nf4
-        line = (str(failure).strip().splitlines() or [""])[0][:200]
-        return NF4Report("bitsandbytes", len(layers), 0,
-                         reason=f"the kernel failed on the first layer ({type(failure).__name__}: {line})")
-    if not error <= CHECK_TOLERANCE:
-        del first._egcfg_nf4
-        return NF4Report("bitsandbytes", len(layers), 0, error,
-                         reason=f"the kernel differs from bitsandbytes on the first layer by {error:.3g} "
-                                f"(relative), more than {CHECK_TOLERANCE:g}")
-    for layer, tensors in readable:
-        for tensor in tensors[:5]:
-            # a fixed address, as a parameter has: CUDA graphs otherwise copy every plain tensor
-            # attribute that reaches the graph as an input, each replay (the weights, every token)
-            torch._dynamo.mark_static_address(tensor)
-        layer._egcfg_nf4 = tensors
-        layer.__class__ = patched
-    model._egcfg_nf4_error = error
-    return NF4Report("egcfg", len(layers), len(layers), error)
+        if error is not None:
+            worst = error if worst is None else max(worst, error)
+        if reason:
+            plan[key] = BITSANDBYTES
+            reasons.append(reason)
+    switched = 0
+    for key, config in plan.items():
+        if config is BITSANDBYTES:
+            continue
+        for layer in groups[key]:
+            tensors = readable[layer]._replace(config=config)
+            for tensor in tensors[:5]:
+                # a fixed address, as a parameter has: CUDA graphs otherwise copy every plain tensor
+                # attribute that reaches the graph as an input, each replay (the weights, every token)
+                torch._dynamo.mark_static_address(tensor)
+            layer._egcfg_nf4 = tensors
+            layer.__class__ = patched
+            switched += 1
+    if choose and not reasons and not switched:
+        reasons.append("bitsandbytes' kernel was faster for every weight shape")
+    kernel = "bitsandbytes" if not switched else "egcfg" if switched == len(layers) else "mixed"
+    shapes = {shape_name(key): {"layers": len(groups[key]), "kernel": "bitsandbytes" if plan[key] is BITSANDBYTES
+                                else "egcfg", "config": None if plan[key] is BITSANDBYTES else plan[key].name,
+                                **({"us_per_call": times[key]} if key in times else {})}
+              for key in groups}
+    report = NF4Report(kernel, len(layers), switched, worst, "; ".join(reasons), shapes)
+    if switched:
+        model._egcfg_nf4_report = report
+    return report

@@ -212,3 +212,43 @@ def test_compile_modes():
         seen.append("out")
     mode, function = compiled.compile_function(lambda x: seen.append(x) or x, None, cpu, compile=False, context=context)
     assert function(5) == 5 and seen == ["in", 5, "out"]   # eager and inductor calls run inside the context
+
+
+def test_a_step_whose_compile_fails_runs_eagerly_and_says_why(structured, tokenizer):
+    """A compiled function that fails (here: inductor's place taken by one that raises) leaves the
+    decoding on the plain step function, with the same tokens as the naive reference."""
+    ids, i_dyn = encode(tokenizer, *PROMPTS[2])
+    signals = [tokenizer.encode(s, add_special_tokens=False) for s in SIGNALS]
+    stop = decode.stop_token_ids(tokenizer, structured)
+    stepper = compiled.CompiledStep(structured, 2, 3.0)
+    assert isinstance(stepper.function.__wrapped__, compiled.CompiledOrEager)
+    assert compiled.step_status(stepper.function) == "compiled"
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("InductorError: no kernel for this op\nsecond line")
+    stepper.function.__wrapped__.compiled = broken
+    dec = decode.start(structured, tokenizer, ids, i_dyn, gamma=3.0, def_indent=0, max_new_tokens=24, stop_ids=stop,
+                       compile=True)
+    dec.stepper = stepper
+    decode_all(dec, signals=signals)
+    reference, _ = naive_guided_decode(structured, tokenizer, ids, i_dyn, lambda k, _: signals[k % 3], gamma=3.0,
+                                       def_indent=0, max_new_tokens=24, stop_ids=stop)
+    assert dec.ids == reference and len(calls) == 1   # tried once, then the plain function for good
+    assert compiled.step_status(stepper.function) == ("compiled step not used: RuntimeError: "
+                                                      "InductorError: no kernel for this op")
+
+
+def test_step_status_names_what_runs():
+    from engine.generation.graphs import GraphedCall
+
+    cpu = torch.device("cpu")
+    assert compiled.step_status(compiled.compile_function(len, None, cpu, compile=False)[1]) == "eager"
+    assert compiled.step_status(compiled.compile_function(len, None, cpu)[1]) == "compiled"
+    graphed = GraphedCall(compiled.CompiledOrEager(len, len))
+    assert compiled.step_status(graphed) == "graph"
+    graphed.note = "CUDA graph not used: RuntimeError: capture failed"
+    graphed.function.note = "compiled step not used: RuntimeError: x"
+    assert compiled.step_status(graphed) == ("CUDA graph not used: RuntimeError: capture failed; "
+                                             "compiled step not used: RuntimeError: x")

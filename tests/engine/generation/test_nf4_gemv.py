@@ -68,27 +68,31 @@ def test_unreadable_weights_say_why():
         nf4_gemv.nf4_tensors(SimpleNamespace(data=packed, quant_state=state))
 
 
-@pytest.mark.parametrize("n,k", [(512, 3584), (3584, 3584), (3584, 18944), (18944, 3584), (17, 64), (40, 1280)])
-def test_split_plan_covers_every_k_step_once(n, k):
-    row_blocks, splits, per_split = nf4_gemv.split_plan(n, k)
-    steps = -(-k // nf4_gemv.BLOCK_K)
-    assert row_blocks * nf4_gemv.BLOCK_N >= n > (row_blocks - 1) * nf4_gemv.BLOCK_N
+@pytest.mark.parametrize("config", nf4_gemv.CANDIDATE_CONFIGS, ids=lambda config: config.name)
+@pytest.mark.parametrize("n,k,blocksize", [(512, 3584, 64), (3584, 3584, 64), (3584, 18944, 64), (18944, 3584, 64),
+                                           (17, 64, 64), (40, 1280, 64), (33, 1024, 256)])
+def test_split_plan_covers_every_k_step_once(n, k, blocksize, config):
+    row_blocks, splits, per_split = nf4_gemv.split_plan(n, k, config, blocksize)
+    steps = -(-k // max(config.block_k, blocksize))
+    assert row_blocks * config.block_n >= n > (row_blocks - 1) * config.block_n
     assert splits * per_split >= steps > (splits - 1) * per_split   # no split is empty
-    assert row_blocks * splits >= nf4_gemv.TARGET_PROGRAMS / 2 or per_split == 1   # enough programs, or 1 step each
+    assert row_blocks * splits >= config.programs / 2 or per_split == 1   # enough programs, or 1 step each
 
 
 # --- the Triton kernel under the interpreter ----------------------------------------------------------
 
-INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize, BLOCK_N, BLOCK_K, TARGET_PROGRAMS)
-    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize, block_n, block_k, target)
-    for name, n, k, nested, bias, dtype, blocksize, block_n, block_k, target in [
+INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize, block_n, block_k, programs)
+    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize, block_n, block_k, programs)
+    for name, n, k, nested, bias, dtype, blocksize, block_n, block_k, programs in [
         ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64, 16, 256, 512),
         ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64, 16, 256, 512),
         ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64, 16, 256, 512),
         ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128, 16, 256, 512),
+        ("blocksize256-wider-than-a-step-bf16", 9, 768, True, True, "bfloat16", 256, 16, 128, 512),
         ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64, 16, 256, 512),
         ("sweep-bn8-bk512-nested-bf16", 21, 1600, True, True, "bfloat16", 64, 8, 512, 512),   # nf4_gemv.py --sweep
         ("sweep-bn32-bk512-plain-fp32", 45, 1088, False, False, "float32", 64, 32, 512, 512),
+        ("tall-bn128-bk128-nested-bias-bf16", 130, 704, True, True, "bfloat16", 64, 128, 128, 1024),
         ("unsplit-k-tail-nested-bias-bf16", 40, 1344, True, True, "bfloat16", 64, 16, 256, 1),   # y written directly
         ("unsplit-plain-fp32", 19, 768, False, False, "float32", 64, 16, 256, 1),
     ]
@@ -102,21 +106,21 @@ from bitsandbytes import functional as F
 from engine.generation import nf4_gemv as G
 G.KERNEL_DEVICES = ("cuda", "cpu")      # the op launches the (interpreted) kernel on CPU tensors
 results = {}
-for name, n, k, rows, nested, with_bias, dtype, blocksize, block_n, block_k, target in json.loads(sys.argv[1]):
-    G.BLOCK_N, G.BLOCK_K, G.TARGET_PROGRAMS = block_n, block_k, target
+for name, n, k, rows, nested, with_bias, dtype, blocksize, block_n, block_k, programs in json.loads(sys.argv[1]):
+    config = G.KernelConfig(block_n=block_n, block_k=block_k, programs=programs)
     g = torch.Generator().manual_seed(n * k + rows)
     dtype = getattr(torch, dtype)
     packed, state = F.quantize_4bit(torch.randn(n, k, generator=g, dtype=torch.bfloat16), blocksize=blocksize,
                                     quant_type="nf4", compress_statistics=nested)
     weight = SimpleNamespace(data=packed, quant_state=state)
-    tensors = G.nf4_tensors(weight)
+    tensors = G.nf4_tensors(weight)._replace(config=config)
     x = torch.randn(rows, k, generator=g).to(dtype)
     bias = torch.randn(n, generator=g).to(dtype) if with_bias else None
     got = G.nf4_linear(x, tensors, bias)
     reference = x.float() @ G.nf4_dequantize(weight, torch.float32).t()
     if bias is not None:
         reference = reference + bias.float()
-    splits = G.split_plan(n, k)[1]   # with this case's block sizes
+    splits = G.split_plan(n, k, config, blocksize)[1]   # with this case's block sizes
     error = ((got.float() - reference).abs() / reference.abs().clamp(min=1.0)).max().item()
     results[name] = dict(error=error, dtype=str(got.dtype), shape=list(got.shape), splits=splits,
                          interpreted=type(G._nf4_gemv_kernel).__name__)
@@ -331,6 +335,78 @@ def test_small_inputs_go_to_the_kernel_and_prefills_to_bitsandbytes(anywhere, mo
             assert (y.float() - expected.float()).abs().max() <= 0.02 * expected.float().abs().max()
 
 
+# --- auto: per weight shape, the faster kernel as timed --------------------------------------------
+
+FAST, SLOW = nf4_gemv.CANDIDATE_CONFIGS[2], nf4_gemv.CANDIDATE_CONFIGS[0]
+
+
+def fake_timer(table):
+    """A timer reading microseconds from `table[(out features, config name or "bitsandbytes")]`, and
+    recording what it was asked (on a GPU, time_layers replays the layers from a CUDA graph)."""
+    asked = []
+
+    def timer(layers, config):
+        name = "bitsandbytes" if config is None else config.name
+        asked.append((layers[0].out_features, len(layers), name))
+        value = table.get((layers[0].out_features, name), 100.0)
+        if isinstance(value, Exception):
+            raise value
+        return value
+    timer.asked = asked
+    return timer
+
+
+def test_choose_configs_takes_the_fastest_only_where_it_beats_bitsandbytes():
+    layers = {"a": [SimpleNamespace(out_features=1)] * 3, "b": [SimpleNamespace(out_features=2)]}
+    table = {(1, "bitsandbytes"): 10.0, (1, SLOW.name): 8.0, (1, FAST.name): 6.0,
+             (2, "bitsandbytes"): 10.0, (2, SLOW.name): 9.8, (2, FAST.name): RuntimeError("out of resources\nmore")}
+    timer = fake_timer(table)
+    plan, times = nf4_gemv.choose_configs(layers, (SLOW, FAST), timer)
+    assert plan == {"a": FAST, "b": nf4_gemv.BITSANDBYTES}   # 9.8 is within the noise margin of 10
+    assert times["a"] == {"bitsandbytes": 10.0, SLOW.name: 8.0, FAST.name: 6.0}
+    assert times["b"][FAST.name] == "RuntimeError: out of resources" and times["b"][SLOW.name] == 9.8
+    assert [(n, count) for n, count, _ in timer.asked] == [(1, 3)] * 3 + [(2, 1)] * 3   # every layer of a shape at once
+
+
+def test_auto_switches_only_the_shapes_where_ours_is_faster(anywhere):
+    model = Tiny()   # body[0]: 192x128 with a bias, body[1]: 64x192
+    timer = fake_timer({(192, "bitsandbytes"): 20.0, (192, FAST.name): 5.0, (64, "bitsandbytes"): 3.0})
+    report = nf4_gemv.use_nf4_gemv(model, choose=True, configs=(SLOW, FAST), timer=timer)
+    assert (report.kernel, report.layers, report.switched, report.reason) == ("mixed", 2, 1, "")
+    assert _classes(model) == ["NF4GemvLinear4bit", "Linear4bit"]
+    assert model.body[0]._egcfg_nf4.config == FAST and not hasattr(model.body[1], "_egcfg_nf4")
+    assert report.shapes["192x128"] == {"layers": 1, "kernel": "egcfg", "config": FAST.name, "us_per_call": {
+        "bitsandbytes": 20.0, SLOW.name: 100.0, FAST.name: 5.0}}
+    assert report.shapes["64x192"]["kernel"] == "bitsandbytes" and report.shapes["64x192"]["config"] is None
+    assert 0 < report.max_error <= 2 ** -7   # the chosen configuration was checked against bitsandbytes
+    assert nf4_gemv.use_nf4_gemv(model, choose=True, timer=timer) is report and len(timer.asked) == 6   # idempotent
+    x = torch.randn(2, 1, 128, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected = model.head(bnb.nn.Linear4bit.forward(model.body[1], bnb.nn.Linear4bit.forward(model.body[0], x)))
+        assert (model(x).float() - expected.float()).abs().max() <= 0.02 * expected.float().abs().max()
+
+
+def test_auto_keeps_bitsandbytes_when_it_wins_everywhere_or_timing_fails(anywhere):
+    model = Tiny()
+    report = nf4_gemv.use_nf4_gemv(model, choose=True, configs=(SLOW,), timer=fake_timer({}))   # all 100 us
+    assert (report.kernel, report.switched, report.max_error) == ("bitsandbytes", 0, None)
+    assert report.reason == "bitsandbytes' kernel was faster for every weight shape"
+    assert set(report.shapes) == {"192x128", "64x192"} and _classes(model) == ["Linear4bit", "Linear4bit"]
+    broken = fake_timer({(192, "bitsandbytes"): RuntimeError("CUDA graph capture failed")})
+    report = nf4_gemv.use_nf4_gemv(model, choose=True, timer=broken)
+    assert report.switched == 0 and report.reason == "timing the kernels failed (RuntimeError: CUDA graph capture failed)"
+
+
+def test_auto_drops_a_chosen_configuration_that_differs_from_bitsandbytes(anywhere, monkeypatch):
+    model = Tiny()
+    monkeypatch.setattr(nf4_gemv, "check_layer", lambda layer: 0.5 if layer.out_features == 192 else 0.001)
+    timer = fake_timer({(192, FAST.name): 1.0, (64, FAST.name): 1.0})
+    report = nf4_gemv.use_nf4_gemv(model, choose=True, configs=(FAST,), timer=timer)
+    assert (report.kernel, report.switched, report.max_error) == ("mixed", 1, 0.5)
+    assert "differs from bitsandbytes on a 192x128 layer by 0.5" in report.reason
+    assert _classes(model) == ["Linear4bit", "NF4GemvLinear4bit"]
+
+
 def test_a_compiled_step_through_the_op_has_no_graph_break(anywhere):
     """On CPU the op runs its reference; fullgraph=True raises on any graph break."""
     model = Tiny()
@@ -353,7 +429,8 @@ def test_random_4bit_models_record_which_kernel_runs(anywhere):
     assert ours.nf4_kernel["kernel"] == "egcfg" and ours.nf4_kernel["switched"] == layers > 0
     theirs = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit")   # the default
     assert theirs.nf4_kernel == {"kernel": "bitsandbytes", "layers": layers, "switched": 0, "max_error": None,
-                                 "reason": "bitsandbytes' kernel was chosen", "joined_projections": 4}  # 2 layers x (qkv, gate+up)
+                                 "reason": "bitsandbytes' kernel was chosen", "shapes": {},
+                                 "joined_projections": 4}  # 2 layers x (qkv, gate+up)
     assert not any(type(m) is nf4_gemv.gemv_linear_class() for m in theirs.model.modules())
     assert random_model("tiny", device="cpu", dtype="bf16").nf4_kernel is None   # not 4-bit
     with torch.no_grad():   # the switched model still runs a 2-row step and a prefill
@@ -425,9 +502,7 @@ def test_the_kernel_benchmark_dry_run_prints_its_json():
         assert all(row["max_error"] <= nf4_gemv.CHECK_TOLERANCE and row["egcfg_eager_us"] > 0
                    for row in shape["rows"].values())
     assert result["decoder_layer_graph_us"]["1"] == {"egcfg": None, "bitsandbytes": None}   # no CUDA graphs here
-    assert set(result["shapes"]["q"]["sweep"]) == {"bn8-bk256-w4", "bn8-bk256-w8", "bn8-bk512-w4", "bn8-bk512-w8",
-                                                   "bn16-bk256-w4", "bn16-bk256-w8", "bn16-bk512-w4", "bn16-bk512-w8",
-                                                   "bn32-bk256-w4", "bn32-bk256-w8", "bn32-bk512-w4", "bn32-bk512-w8"}
+    assert list(result["shapes"]["q"]["sweep"]) == [config.name for config in nf4_gemv.CANDIDATE_CONFIGS]   # what auto tries
 
 
 def test_the_sweep_summary_adds_a_decoder_layer_and_picks_the_fastest():
