@@ -44,10 +44,12 @@ class KernelConfig:
     warps: int = 4
     stages: int = 3
     programs: int = 512
+    interleave: bool = True   # False: the input read as even and odd strides (the kernel measured in Nov 2026)
 
     @property
     def name(self) -> str:
-        return f"bn{self.block_n}-bk{self.block_k}-w{self.warps}-s{self.stages}-p{self.programs}"
+        return (f"bn{self.block_n}-bk{self.block_k}-w{self.warps}-s{self.stages}-p{self.programs}"
+                + ("" if self.interleave else "-strided"))
 
 
 DEFAULT_CONFIG = KernelConfig()
@@ -55,6 +57,7 @@ DEFAULT_CONFIG = KernelConfig()
 # reuse each loaded input value across more rows; more programs keep more bytes in flight.
 CANDIDATE_CONFIGS = (
     DEFAULT_CONFIG,
+    KernelConfig(interleave=False),   # the layout measured on the H200: a reference point for the others
     KernelConfig(block_n=32, block_k=256, warps=4, stages=3, programs=1024),
     KernelConfig(block_n=64, block_k=256, warps=4, stages=3, programs=1024),
     KernelConfig(block_n=64, block_k=256, warps=8, stages=3, programs=1024),
@@ -137,11 +140,17 @@ except ImportError:   # no triton: the op runs the reference on every device and
 
 if triton is not None:
     @triton.jit
-    def _row_dot(x_row_ptr, column, x_ok, w, scale):
-        """One input row against the step's levels w [BLOCK_N, GROUPS, QBLOCK] (element order):
-        [BLOCK_N] sums of x * level over each quantization block, each scaled once."""
-        x = tl.load(x_row_ptr + column, mask=x_ok, other=0.0).to(tl.float32)   # contiguous: vector loads
-        return tl.sum(tl.sum(w * x[None], axis=2) * scale, axis=1)
+    def _row_dot(x_row_ptr, column, x_ok, w, c_odd, scale, INTERLEAVE: tl.constexpr):
+        """One input row against the step's levels: [BLOCK_N] sums of x * level over each
+        quantization block, each scaled once. INTERLEAVE: w [BLOCK_N, GROUPS, QBLOCK] in element
+        order (x read contiguously: vector loads); else w and c_odd [BLOCK_N, GROUPS, QBLOCK/2] are
+        the even and odd elements (x read as two strides)."""
+        if INTERLEAVE:
+            x = tl.load(x_row_ptr + column, mask=x_ok, other=0.0).to(tl.float32)
+            return tl.sum(tl.sum(w * x[None], axis=2) * scale, axis=1)
+        x_even = tl.load(x_row_ptr + column, mask=x_ok, other=0.0).to(tl.float32)
+        x_odd = tl.load(x_row_ptr + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+        return tl.sum(tl.sum(w * x_even[None] + c_odd * x_odd[None], axis=2) * scale, axis=1)
 
     @triton.jit
     def _store_row(out_row_ptr, acc, rows, row_ok, bias_ptr, HAS_BIAS: tl.constexpr):
@@ -153,7 +162,8 @@ if triton is not None:
     def _nf4_gemv_kernel(x_ptr, packed_ptr, absmax_ptr, code_ptr, absmax2_ptr, code2_ptr, offset, out_ptr, bias_ptr,
                          N, K, steps_per_split,
                          M: tl.constexpr, QBLOCK: tl.constexpr, QBLOCK2: tl.constexpr, NESTED: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                         INTERLEAVE: tl.constexpr):
         """out[split, m, n] = sum over this split's K range of x[m, k] * code[q[n, k]] * absmax: fp32
         partial sums, or with one split y[m, n] itself (+ bias, in out's dtype).
         A step holds GROUPS quantization blocks of BLOCK_N rows as [BLOCK_N, GROUPS, QBLOCK/2] bytes:
@@ -186,16 +196,22 @@ if triton is not None:
                            other=0).to(tl.int32)
             # element 2j is the high nibble: interleaving the two lookups gives the elements in order,
             # so the input is read contiguously (vector loads) rather than as even and odd strides
-            w = tl.interleave(tl.load(code_ptr + (byte >> 4)), tl.load(code_ptr + (byte & 15)))
-            column = group[:, None] * QBLOCK + in_block[None, :]                # [GROUPS, QBLOCK]
+            c_even = tl.load(code_ptr + (byte >> 4))
+            c_odd = tl.load(code_ptr + (byte & 15))
+            if INTERLEAVE:
+                w = tl.interleave(c_even, c_odd)
+                column = group[:, None] * QBLOCK + in_block[None, :]            # [GROUPS, QBLOCK]
+            else:
+                w = c_even
+                column = group[:, None] * QBLOCK + 2 * in_group[None, :]        # [GROUPS, HALF], even k
             x_ok = group_ok[:, None]
-            acc0 += _row_dot(x_ptr, column, x_ok, w, scale)
+            acc0 += _row_dot(x_ptr, column, x_ok, w, c_odd, scale, INTERLEAVE)
             if M > 1:
-                acc1 += _row_dot(x_ptr + K, column, x_ok, w, scale)
+                acc1 += _row_dot(x_ptr + K, column, x_ok, w, c_odd, scale, INTERLEAVE)
             if M > 2:
-                acc2 += _row_dot(x_ptr + 2 * K, column, x_ok, w, scale)
+                acc2 += _row_dot(x_ptr + 2 * K, column, x_ok, w, c_odd, scale, INTERLEAVE)
             if M > 3:
-                acc3 += _row_dot(x_ptr + 3 * K, column, x_ok, w, scale)
+                acc3 += _row_dot(x_ptr + 3 * K, column, x_ok, w, c_odd, scale, INTERLEAVE)
         out = out_ptr + split * M * N
         _store_row(out, acc0, rows, row_ok, bias_ptr, HAS_BIAS)
         if M > 1:
@@ -254,7 +270,7 @@ def triton_gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = N
         x, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, out, bias if final and bias is not None else x,
         t.n, k, per_split, M=rows, QBLOCK=t.blocksize, QBLOCK2=t.blocksize2, NESTED=t.nested,
         HAS_BIAS=final and bias is not None, BLOCK_N=config.block_n, GROUPS=step_elements(config, t.blocksize) // t.blocksize,
-        num_warps=config.warps, num_stages=config.stages)
+        INTERLEAVE=config.interleave, num_warps=config.warps, num_stages=config.stages)
     if not final:
         total = rows * t.n
         launch(_sum_splits_kernel)[(-(-total // SUM_BLOCK),)](
@@ -281,12 +297,12 @@ def gemv(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = None, la
 def _nf4_gemv(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
               absmax2: torch.Tensor, code2: torch.Tensor, offset: float, n: int, blocksize: int, blocksize2: int,
               nested: bool, bias: Optional[torch.Tensor], block_n: int, block_k: int, warps: int, stages: int,
-              programs: int) -> torch.Tensor:
+              programs: int, interleave: bool) -> torch.Tensor:
     """The op's body: gemv with the kernels wrapped for tracing."""
     from torch.library import wrap_triton
 
     t = NF4Tensors(packed, absmax, code, absmax2, code2, offset, n, x.shape[-1], blocksize, blocksize2, nested,
-                   KernelConfig(block_n, block_k, warps, stages, programs))
+                   KernelConfig(block_n, block_k, warps, stages, programs, interleave))
     return gemv(x, t, bias, wrap_triton)
 
 
@@ -305,7 +321,7 @@ def nf4_linear(x: torch.Tensor, t: NF4Tensors, bias: Optional[torch.Tensor] = No
         c = t.config
         y = torch.ops.egcfg.nf4_gemv(rows, t.packed, t.absmax, t.code, t.absmax2, t.code2, t.offset, t.n,
                                      t.blocksize, t.blocksize2, t.nested, bias, c.block_n, c.block_k, c.warps,
-                                     c.stages, c.programs)
+                                     c.stages, c.programs, c.interleave)
     else:
         y = gemv(rows, t, bias)
     return y.reshape(*x.shape[:-1], t.n)

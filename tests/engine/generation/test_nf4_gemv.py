@@ -81,20 +81,22 @@ def test_split_plan_covers_every_k_step_once(n, k, blocksize, config):
 
 # --- the Triton kernel under the interpreter ----------------------------------------------------------
 
-INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize, block_n, block_k, programs)
-    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize, block_n, block_k, programs)
-    for name, n, k, nested, bias, dtype, blocksize, block_n, block_k, programs in [
-        ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64, 16, 256, 512),
-        ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64, 16, 256, 512),
-        ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64, 16, 256, 512),
-        ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128, 16, 256, 512),
-        ("blocksize256-wider-than-a-step-bf16", 9, 768, True, True, "bfloat16", 256, 16, 128, 512),
-        ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64, 16, 256, 512),
-        ("sweep-bn8-bk512-nested-bf16", 21, 1600, True, True, "bfloat16", 64, 8, 512, 512),   # nf4_gemv.py --sweep
-        ("sweep-bn32-bk512-plain-fp32", 45, 1088, False, False, "float32", 64, 32, 512, 512),
-        ("tall-bn128-bk128-nested-bias-bf16", 130, 704, True, True, "bfloat16", 64, 128, 128, 1024),
-        ("unsplit-k-tail-nested-bias-bf16", 40, 1344, True, True, "bfloat16", 64, 16, 256, 1),   # y written directly
-        ("unsplit-plain-fp32", 19, 768, False, False, "float32", 64, 16, 256, 1),
+INTERPRETER_CASES = [  # (name, n, k, rows, nested, bias, input dtype, blocksize, block_n, block_k, programs, interleave)
+    (f"{name}-m{rows}", n, k, rows, nested, bias, dtype, blocksize, block_n, block_k, programs, interleave)
+    for name, n, k, nested, bias, dtype, blocksize, block_n, block_k, programs, interleave in [
+        ("strided-odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64, 16, 256, 512, False),
+        ("strided-unsplit-plain-fp32", 19, 768, False, False, "float32", 64, 16, 256, 1, False),
+        ("odd-n-k-tail-nested-bias-bf16", 17, 320, True, True, "bfloat16", 64, 16, 256, 512, True),
+        ("split-k-plain-fp32", 40, 1280, False, False, "float32", 64, 16, 256, 512, True),
+        ("one-block-nested-fp32-bias", 3, 64, True, True, "float32", 64, 16, 256, 512, True),
+        ("blocksize128-bf16", 33, 640, False, False, "bfloat16", 128, 16, 256, 512, True),
+        ("blocksize256-wider-than-a-step-bf16", 9, 768, True, True, "bfloat16", 256, 16, 128, 512, True),
+        ("many-scales-nested-bf16", 5, 4736, True, False, "bfloat16", 64, 16, 256, 512, True),
+        ("sweep-bn8-bk512-nested-bf16", 21, 1600, True, True, "bfloat16", 64, 8, 512, 512, True),   # nf4_gemv.py --sweep
+        ("sweep-bn32-bk512-plain-fp32", 45, 1088, False, False, "float32", 64, 32, 512, 512, True),
+        ("tall-bn128-bk128-nested-bias-bf16", 130, 704, True, True, "bfloat16", 64, 128, 128, 1024, True),
+        ("unsplit-k-tail-nested-bias-bf16", 40, 1344, True, True, "bfloat16", 64, 16, 256, 1, True),   # y written directly
+        ("unsplit-plain-fp32", 19, 768, False, False, "float32", 64, 16, 256, 1, True),
     ]
     for rows in (1, 2, 3, 4)
 ]
@@ -106,8 +108,8 @@ from bitsandbytes import functional as F
 from engine.generation import nf4_gemv as G
 G.KERNEL_DEVICES = ("cuda", "cpu")      # the op launches the (interpreted) kernel on CPU tensors
 results = {}
-for name, n, k, rows, nested, with_bias, dtype, blocksize, block_n, block_k, programs in json.loads(sys.argv[1]):
-    config = G.KernelConfig(block_n=block_n, block_k=block_k, programs=programs)
+for name, n, k, rows, nested, with_bias, dtype, blocksize, block_n, block_k, programs, interleave in json.loads(sys.argv[1]):
+    config = G.KernelConfig(block_n=block_n, block_k=block_k, programs=programs, interleave=interleave)
     g = torch.Generator().manual_seed(n * k + rows)
     dtype = getattr(torch, dtype)
     packed, state = F.quantize_4bit(torch.randn(n, k, generator=g, dtype=torch.bfloat16), blocksize=blocksize,
