@@ -58,14 +58,15 @@ from nf4_rows import device_profile, median_ms, sync_device  # noqa: E402 - the 
 # own CUDA graphs (no per-call guards) with grouped-query decode attention and joined projections,
 # against torch's reduce-overhead mode in the same process (the 150 tokens/s bar); then the same
 # step with each weight shape on the faster kernel as timed at load (nf4-auto: its load report
-# holds bitsandbytes' and each of our configurations' time per shape); then the compiled replay.
+# holds bitsandbytes' and each of our configurations' time per shape); then the compiled replay on
+# 10 MBPP tasks (eager on the same tasks after, as far as its time box allows).
 # Earlier parts stay available through --parts (e.g. kernel:qwen2.5-coder-7b=80,
 # rows:qwen2.5-coder-7b=80, mem:qwen2.5-coder-7b:nf4=25, shape:qwen2.5-coder-7b:nf4-egcfg=175).
 PLAN = [
     ("env", 20),
-    ("shape:qwen2.5-coder-7b:nf4", 175),
-    ("shape:qwen2.5-coder-7b:nf4-auto", 130),
-    ("replay:qwen2.5-coder-1.5b:nf4:compile", 115),
+    ("shape:qwen2.5-coder-7b:nf4", 170),
+    ("shape:qwen2.5-coder-7b:nf4-auto", 120),
+    ("replay:qwen2.5-coder-1.5b:nf4:compile", 130),
 ]
 KINDS = ("shape", "mem", "rows", "replay", "kernel")
 DRY_PLAN = [("env", 30), ("kernel:tiny", 60), ("shape:tiny:bf16", 200), ("shape:tiny:nf4", 200),
@@ -478,12 +479,13 @@ def measure_memory_only(config: str, precision: str, dry_run: bool, save) -> Non
 
 
 def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, compile: bool = False) -> None:
-    """bench replay on MBPP, fast against paper, eager. With `compile`: the fast scheme eager and
-    with its guided steps compiled, task by task on the same tasks (the first H200 run timed them
-    on different tasks and could not tell why compiled was slower), after a warm-up task that is
-    not counted (it compiles the batched step); every cache goes into one size bucket (4,096
-    slots) and the batched step has at least 16 rows, so the measured tasks compile nothing. Each scheme's summary says where a
-    line's time goes (eager forwards: host and GPU time; compiled steps; the sandbox)."""
+    """bench replay on MBPP, fast against paper, eager. With `compile`: the fast scheme with its
+    guided steps compiled on 10 tasks (MBPP 12-21), after a warm-up task that is not counted (it
+    compiles the batched step); then the same tasks eager, as far as the time box allows, and the
+    compiled figures again over just those tasks (`fast_compiled_same_tasks`), for a comparison
+    on the same lines. Every cache goes into one size bucket (4,096 slots) and the batched step
+    has at least 16 rows, so the measured tasks compile nothing. Each scheme's summary says where
+    a line's time goes (eager forwards: host and GPU time; compiled steps; the sandbox)."""
     import torch
 
     from engine.bench.accuracy import load_benchmark
@@ -492,12 +494,13 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
     from engine.execution.executor import Executor
     from engine.generation import compiled, compiled_batch
 
-    tasks = load_benchmark("mbpp", data, "11-12" if dry_run and compile else "11" if dry_run else "11-20", None)
+    tasks = load_benchmark("mbpp", data, "11-12" if dry_run and compile else "11" if dry_run else
+                           "11-21" if compile else "11-20", None)
     loaded = _load(config, precision, dry_run, save)
     if dry_run:
         torch.set_num_threads(1)
-    # scheme name -> (scheme, compiled steps)
-    schemes = {"fast": ("fast", False), "fast_compiled": ("fast", True)} if compile else \
+    # scheme name -> (scheme, compiled steps), in the order they run
+    schemes = {"fast_compiled": ("fast", True), "fast": ("fast", False)} if compile else \
         {"paper": ("paper", False), "fast": ("fast", False)}
     records: dict[str, list] = {name: [] for name in schemes}
     try:
@@ -507,6 +510,18 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
         # thrown away afterwards and runs MBPP's own tests, so the resource limits alone will do.
         save(isolation_note=f"no sandbox here ({error}); ran with --sandbox limits")
         executor = Executor(isolation="limits")
+
+    def save_records():
+        summaries = {name: summarise(records[name]) for name in schemes if records[name]}
+        if compile and records["fast"]:
+            done = {record["task"] for record in records["fast"]}
+            summaries["fast_compiled_same_tasks"] = summarise([r for r in records["fast_compiled"] if r["task"] in done])
+        save(config=config, precision=precision, tasks_done={name: len(records[name]) for name in schemes},
+             **summaries, isolation=executor.isolation,
+             per_task={name: [{key: (round(value, 4) if isinstance(value, float) else value)
+                               for key, value in record.items() if key != "agents"}
+                              for record in records[name]] for name in schemes})
+
     with executor:
         if compile:
             ok, why = compiled.compilable(loaded.model)
@@ -526,16 +541,17 @@ def measure_replay(config: str, precision: str, data: str, dry_run: bool, save, 
                 with HostSampler() as sampler:
                     replay_task(loaded, executor, tasks[0], "fast", 0.5, "editor", 0, compile=True)
                 save(host_profile_task=tasks[0].task_id, host_profile=sampler.report())
+            for name, (scheme, compiled_steps) in schemes.items():   # all compiled tasks first: the bar's figure
+                for task in tasks:
+                    records[name].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0,
+                                                     compile=compiled_steps))
+                    save_records()
+            return
         for task in tasks:
             for name, (scheme, compiled_steps) in schemes.items():
                 records[name].append(replay_task(loaded, executor, task, scheme, 0.5, "editor", 0,
                                                  compile=compiled_steps))
-            save(config=config, precision=precision, tasks_done=len(records["fast"]),
-                 **{name: summarise(records[name]) for name in schemes}, isolation=executor.isolation,
-                 per_task={name: [{key: (round(value, 4) if isinstance(value, float) else value)
-                                   for key, value in record.items() if key != "agents"}
-                                  for record in records[name]] for name in schemes})
-
+            save_records()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -253,7 +253,7 @@ def measure_compiled(loaded, prompt: list[int], i_dyn: int, signal: list[int], *
     import torch
 
     from engine.generation import decode
-    from engine.generation.compiled import CompiledStep, compilable
+    from engine.generation.compiled import CompiledStep, compilable, step_status
 
     model, tokenizer = loaded.model, loaded.tokenizer
     ok, why = compilable(model)
@@ -288,7 +288,7 @@ def measure_compiled(loaded, prompt: list[int], i_dyn: int, signal: list[int], *
         return step
 
     out: dict = {"compiled": True, "compile_mode": None}
-    matches = True
+    matches = ran_compiled = True
     with torch.inference_mode():
         for name, gamma, rows in (("guided", 3.0, 2), ("greedy", 0.0, 1)):
             margins: list[float] = []
@@ -299,6 +299,9 @@ def measure_compiled(loaded, prompt: list[int], i_dyn: int, signal: list[int], *
             stepper.step(state(gamma)[1], prompt[-1])   # compile (and record the graph) once
             out[f"{name}_compile_s"] = time.perf_counter() - started
             compiled_tokens, compiled = run(gamma, stepper.step)
+            # "graph" or "compiled", else why the step ran without them (a failed compile runs eagerly)
+            out[f"{name}_step_status"] = status = step_status(stepper.function)
+            ran_compiled = ran_compiled and status in ("graph", "compiled")
             out[f"{name}_eager_ms_per_token"] = 1000 * eager
             out[f"{name}_compiled_ms_per_token"] = 1000 * compiled
             differs = next((i for i, (a, b) in enumerate(zip(eager_tokens, compiled_tokens)) if a != b), None)
@@ -309,7 +312,8 @@ def measure_compiled(loaded, prompt: list[int], i_dyn: int, signal: list[int], *
     out["compiled_ms_per_token"] = out["guided_compiled_ms_per_token"]
     out["eager_ms_per_token"] = out["guided_eager_ms_per_token"]
     out["compiled_speedup"] = out["eager_ms_per_token"] / out["compiled_ms_per_token"]
-    out["compiled_matches_eager"] = matches
+    out["compiled"] = ran_compiled
+    out["compiled_matches_eager"] = matches and ran_compiled   # not true of a step that fell back to eager
     return out
 
 

@@ -357,6 +357,43 @@ def test_bench_speed_prints_one_json_object(capsys):
     assert set(report["bars"]) == {"guided_over_greedy <= 1.3", "naive_over_guided >= 10"}
 
 
+def _speed_with_compile(capsys) -> dict:
+    import argparse
+    import json
+
+    from engine.bench import speed as bench_speed
+
+    parser = argparse.ArgumentParser()
+    bench_speed.add_arguments(parser)
+    args = parser.parse_args(["--random-config", "tiny", "--compile", "--no-executor", "--tokens", "6",
+                              "--prompt-tokens", "120", "--signal-tokens", "40", "--naive-tokens", "2",
+                              "--lines", "2", "--json"])
+    assert bench_speed.main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_speed_compile_reports_matching_tokens_only_for_steps_that_ran_compiled(capsys, monkeypatch):
+    """The issue's bar (`bench speed --random-config tiny --compile`: compiled_matches_eager), and a
+    compile that fails (the step then runs eagerly, same tokens) does not count as a match."""
+    import torch
+
+    torch._dynamo.reset()
+    report = _speed_with_compile(capsys)
+    assert report["compiled"] is True and report["compiled_matches_eager"] is True
+    assert report["guided_step_status"] == report["greedy_step_status"] == "compiled"
+    assert report["compiled_ms_per_token"] > 0
+
+    def failing_compile(function, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("BackendCompilerFailed: inductor could not build a kernel")
+        return compiled
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    report = _speed_with_compile(capsys)
+    assert report["guided_step_status"].startswith("compiled step not used: RuntimeError: BackendCompilerFailed")
+    assert report["compiled"] is False and report["compiled_matches_eager"] is False
+    assert "guided_first_difference" not in report   # the tokens themselves are the eager ones
+
+
 def test_qwen2_architecture_matches_the_naive_reference_too(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
