@@ -38,7 +38,7 @@ class KernelConfig:
     Few output features (k/v: 512 -> 32 row blocks) would leave most SMs idle, so K is split until
     there are about `programs` programs, and a second kernel adds the fp32 partial sums in a fixed
     order (no atomics: the same input gives the same bits, eager and compiled). Which configuration
-    is fastest depends on the GPU and the shape: `choose_kernels` times them on the model's own layers."""
+    is fastest depends on the GPU and the shape: `choose_configs` times them on the model's own layers."""
     block_n: int = 16
     block_k: int = 256
     warps: int = 4
@@ -53,8 +53,12 @@ class KernelConfig:
 
 
 DEFAULT_CONFIG = KernelConfig()
-# What choose_kernels tries on a GPU (each is one Triton compile per row count, ~1 s): taller blocks
-# reuse each loaded input value across more rows; more programs keep more bytes in flight.
+# What choose_configs tries on a GPU (each is one Triton compile per row count, ~1 s): taller blocks
+# reuse each loaded input value across more rows; more programs keep more bytes in flight. Why the
+# interleaved layout should be faster than the one measured (unmeasured until the next GPU run):
+# per 512 bytes of weights a warp issues 32 level lookups either way, but the strided input took
+# 64 scalar loads for 2 rows against 8 vector loads now, so the load instructions a byte fall from
+# ~97 to ~41 per 512 bytes.
 CANDIDATE_CONFIGS = (
     DEFAULT_CONFIG,
     KernelConfig(interleave=False),   # the layout measured on the H200: a reference point for the others
@@ -63,6 +67,8 @@ CANDIDATE_CONFIGS = (
     KernelConfig(block_n=64, block_k=256, warps=8, stages=3, programs=1024),
     KernelConfig(block_n=32, block_k=512, warps=8, stages=2, programs=1024),
     KernelConfig(block_n=128, block_k=128, warps=8, stages=4, programs=1024),
+    KernelConfig(block_n=8, block_k=512, warps=4, stages=3, programs=1024),   # short and wide, as bitsandbytes tiles
+    KernelConfig(block_n=32, block_k=256, warps=4, stages=4, programs=2048),   # more programs: more bytes in flight
 )
 
 
