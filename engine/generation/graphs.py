@@ -13,7 +13,7 @@ only replayed: one driver call between the filled inputs and the kernels.
 
 `context` (optional) is entered around every call that runs the function (warm-up, capture,
 fallback), not around a replay, which runs no Python: setting the model's attention on its config
-and back costs ~25 us a step on a CPU host, a tenth of a 2-row step's launch budget.
+and back costs ~25 us a step on a CPU host (benchmarks/step_host.py).
 
 The tensors given must be the same objects on every call (the graph reads their memory), and so
 must everything else the function reads (the model's weights, the static caches): a new tensor in
@@ -21,7 +21,8 @@ the arguments captures again, and `reset()` drops the graph when other buffers w
 The output is the graph's own memory, overwritten by the next replay: use it or copy it first.
 
 A capture that fails, or whose replay disagrees with the compiled function on the same inputs, is
-not used: the call falls back to the compiled function for good and says why (`note`).
+not used: the call falls back to the function for good and says why (`note`); the steps pass
+compiled.CompiledOrEager, which itself falls back to the plain step if compiling fails.
 """
 
 from __future__ import annotations
