@@ -166,16 +166,21 @@ def test_the_compiled_step_runs_decode_attention_and_restores_the_models_own(str
     assert structured.config._attn_implementation == "sdpa"
 
 
+def recording_context(log: list):
+    """A context-manager factory that writes "in" and "out" to `log`."""
+    @contextmanager
+    def context():
+        log.append("in")
+        yield
+        log.append("out")
+    return context
+
+
 def test_a_graphed_call_without_cuda_falls_back_to_the_function_and_says_why():
     from engine.generation.graphs import GraphedCall, _same
 
     entered = []
-
-    @contextmanager
-    def context():
-        entered.append("in")
-        yield
-        entered.append("out")
+    context = recording_context(entered)
 
     def function(x):
         assert entered[-1] == "in"   # the function runs inside the context
@@ -204,13 +209,8 @@ def test_compile_modes():
 
     assert isinstance(compiled.compile_function(len, "graphs", gpu)[1], GraphedCall)
     seen = []
-
-    @contextmanager
-    def context():
-        seen.append("in")
-        yield
-        seen.append("out")
-    mode, function = compiled.compile_function(lambda x: seen.append(x) or x, None, cpu, compile=False, context=context)
+    mode, function = compiled.compile_function(lambda x: seen.append(x) or x, None, cpu, compile=False,
+                                               context=recording_context(seen))
     assert function(5) == 5 and seen == ["in", 5, "out"]   # eager and inductor calls run inside the context
 
 
