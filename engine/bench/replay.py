@@ -83,9 +83,11 @@ class Teacher:
     def steer(self, dec, row, probs) -> int | None:
         import torch
 
+        from engine.generation.candidates import draw_tokens
+
         position = len(dec.ids) + len(row.ids)
         if "follows" not in row.tag:
-            draw = torch.rand(1, generator=row.generator, device=row.generator.device)
+            draw = torch.rand(1, generator=row.generator)
             row.tag["follows"] = bool(draw.item() < self.agreement)
         if position >= len(self.force):
             return dec.tokenizer.eos_token_id if dec.tokenizer.eos_token_id in dec.stop_ids else min(dec.stop_ids)
@@ -95,7 +97,7 @@ class Teacher:
         weights[self.force[position]] = 0
         if float(weights.sum()) <= 0:
             weights = self.sampleable[: probs.shape[0]].to(probs.device).float()
-        return int(torch.multinomial(weights, 1, generator=row.generator))
+        return draw_tokens(weights[None], [row.generator])[0]
 
 
 def build_teacher(tokenizer, body: str, agreement: float, vocab: int, stop_ids) -> Teacher:

@@ -6,6 +6,7 @@ their reuse from one line to the next.
                         unconditional cache, merged into one batch
     sample_steps        a step generator: every unfinished row advances one token per step, each
                         row with its own torch.Generator (so batching never changes a sample)
+    draw_tokens         one token per row from its own generator, all rows in one search
     advance             after a committed line: keep the rows whose first line is that line
     sample_candidates   s fresh rows sampled in one go (one forward per step)
     choose_draft        the first line most rows agree on, for draft verification
@@ -73,17 +74,36 @@ class Pool:
 Steer = Callable[[Decoding, Row, torch.Tensor], "int | None"]
 
 
-def new_row(pool: Pool, seed: int, device) -> Row:
-    generator = torch.Generator(device=device).manual_seed((seed * 1_000_003 + pool.made) % (2**63))
+def new_row(pool: Pool, seed: int) -> Row:
+    """A fresh row whose generator lives on the host, whatever the model's device: its draws are
+    uniform numbers (draw_tokens), which cost a CUDA generator a kernel launch each."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + pool.made) % (2**63))
     pool.made += 1
     return Row(generator=generator)
+
+
+def draw_tokens(weights: torch.Tensor, generators: Sequence[torch.Generator]) -> list[int]:
+    """One token per row of `weights` [rows, vocab] (non-negative, any scale; a row needs some
+    positive weight), row r drawn with generators[r]: a uniform number per row from its (host)
+    generator, then one inverse-CDF search over all rows and one transfer of the tokens. On a GPU
+    that is a few launches and one sync a step, where a multinomial per row cost a launch and a
+    sync each (a row per candidate, every token). A row's token depends only on its weights and its
+    generator, never on the other rows: batching does not change a sample. The sums are in fp64, so
+    rounding does not move probability between neighbouring tokens of a 150k vocabulary."""
+    if not len(generators):
+        return []
+    uniform = torch.stack([torch.rand((), generator=generator, dtype=torch.float64) for generator in generators])
+    cdf = weights.double().cumsum(-1)
+    target = uniform.to(cdf.device) * cdf[:, -1]
+    index = torch.searchsorted(cdf, target[:, None], right=True)   # the first token whose cdf passes the draw
+    return index.squeeze(1).clamp_(max=weights.shape[-1] - 1).tolist()
 
 
 def refill(dec: Decoding, pool: Pool, rows: int, seed: int, room: int) -> None:
     """Bring the pool to `rows` rows for the next line: kept rows stay (with their slots), new
     rows are branched from the unconditional cache; all of them in one cache."""
     kept = pool.rows[:rows]
-    fresh = [new_row(pool, seed, dec.model.device) for _ in range(rows - len(kept))]
+    fresh = [new_row(pool, seed) for _ in range(rows - len(kept))]
     uncond = unconditional(dec)
     parts = [(pool.kv, row.slot_row, row.filled, row.position) for row in kept]
     for row in fresh:
@@ -132,14 +152,21 @@ def sample_steps(dec: Decoding, pool: Pool, lines: int, temperature: float, max_
         logits = yield Step(kv, ids)
         probs = torch.softmax(logits.float() / temperature, dim=-1) if temperature > 0 else None
         positions = kv.positions.tolist()
+        chosen: dict[int, int] = {}
         for index, row in enumerate(pool.rows):
             if row.ended:
                 continue
             row.filled, row.position = kv.length, positions[index]
             token = steer(dec, row, probs[index] if probs is not None else logits[index]) if steer else None
-            if token is None:
-                token = (int(torch.multinomial(probs[index], 1, generator=row.generator)) if probs is not None
-                         else int(logits[index].argmax()))
+            if token is not None:
+                chosen[index] = token
+        drawn = [index for index, row in enumerate(pool.rows) if not row.ended and index not in chosen]
+        if drawn:   # every row left to sample, in one go
+            tokens = (draw_tokens(probs[drawn], [pool.rows[index].generator for index in drawn]) if probs is not None
+                      else logits[drawn].argmax(-1).tolist())
+            chosen.update(zip(drawn, tokens))
+        for index in sorted(chosen):
+            row, token = pool.rows[index], chosen[index]
             if token in dec.stop_ids:
                 row.ended = "eos"
                 continue

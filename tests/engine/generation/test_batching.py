@@ -242,3 +242,33 @@ def _restrict(allowed: torch.Tensor):
         output.logits = output.logits + mask
         return output
     return hook
+
+
+def test_draw_tokens_is_per_row_exact_and_independent_of_the_batch():
+    """draw_tokens: a row's token depends only on its weights and its generator (batched equals one
+    by one), follows the weights' distribution (any scale), and never picks a zero-weight token."""
+    vocab = 50
+    weights = torch.rand(3, vocab) ** 4
+    weights[1, ::2] = 0                      # row 1: odd tokens only
+    weights[2] *= 1000                       # scale does not matter
+
+    def generators(seed):
+        return [torch.Generator().manual_seed(seed * 10 + row) for row in range(3)]
+    together, apart = [], []
+    batch, single = generators(7), generators(7)
+    for _ in range(200):
+        together.append(candidates.draw_tokens(weights, batch))
+        apart.append([candidates.draw_tokens(weights[row : row + 1], [single[row]])[0] for row in range(3)])
+    assert together == apart
+    assert all(token % 2 == 1 for draw in together for token in [draw[1]])
+    draws = 20000
+    rows = generators(3)
+    counts = torch.zeros(vocab)
+    for _ in range(draws // 100):   # row 0 alone, batched with itself 100 times (independent generators)
+        many = [torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=rows[0]))) for _ in range(100)]
+        counts += torch.bincount(torch.tensor(candidates.draw_tokens(weights[0].expand(100, vocab), many)),
+                                 minlength=vocab).float()
+    expected = weights[0] / weights[0].sum() * draws
+    chi_square = float(((counts - expected) ** 2 / expected).sum())
+    assert chi_square < 100   # 49 degrees of freedom: the 99.99th percentile is about 95
+    assert candidates.draw_tokens(weights, []) == []
