@@ -133,7 +133,7 @@ SWEEP_ROWS = (1, 2, 4)
 
 def sweep(stack, k: int, device: str, args) -> dict:
     """Our kernel's CUDA-graph time per call with each of nf4_gemv.CANDIDATE_CONFIGS (what `auto`
-    chooses from): name -> rows -> us (or the error when a configuration gives another result than
+    chooses from) and SWEEP_ONLY_CONFIGS: name -> rows -> us (or the error when a configuration gives another result than
     bitsandbytes, or does not compile)."""
     import bitsandbytes as bnb
 
@@ -141,7 +141,7 @@ def sweep(stack, k: int, device: str, args) -> dict:
     defaults = [layer._egcfg_nf4 for layer in stack]
     out: dict = {}
     try:
-        for config in nf4_gemv.CANDIDATE_CONFIGS:
+        for config in nf4_gemv.CANDIDATE_CONFIGS + nf4_gemv.SWEEP_ONLY_CONFIGS:
             for layer, tensors in zip(stack, defaults):
                 layer._egcfg_nf4 = tensors._replace(config=config)
             times: dict = {}

@@ -61,13 +61,17 @@ DEFAULT_CONFIG = KernelConfig()
 # ~97 to ~41 per 512 bytes.
 CANDIDATE_CONFIGS = (
     DEFAULT_CONFIG,
-    KernelConfig(interleave=False),   # the layout measured on the H200: a reference point for the others
     KernelConfig(block_n=32, block_k=256, warps=4, stages=3, programs=1024),
     KernelConfig(block_n=64, block_k=256, warps=4, stages=3, programs=1024),
     KernelConfig(block_n=64, block_k=256, warps=8, stages=3, programs=1024),
     KernelConfig(block_n=32, block_k=512, warps=8, stages=2, programs=1024),
-    KernelConfig(block_n=128, block_k=128, warps=8, stages=4, programs=1024),
     KernelConfig(block_n=8, block_k=512, warps=4, stages=3, programs=1024),   # short and wide, as bitsandbytes tiles
+)
+# The kernel benchmark's sweep (benchmarks/nf4_gemv.py --sweep) times these too; `auto` does not,
+# to keep a load's Triton compiles (one per configuration, shape variant and row count) few.
+SWEEP_ONLY_CONFIGS = (
+    KernelConfig(interleave=False),   # the layout measured on the H200: a reference point for the others
+    KernelConfig(block_n=128, block_k=128, warps=8, stages=4, programs=1024),
     KernelConfig(block_n=32, block_k=256, warps=4, stages=4, programs=2048),   # more programs: more bytes in flight
 )
 

@@ -68,7 +68,7 @@ def test_unreadable_weights_say_why():
         nf4_gemv.nf4_tensors(SimpleNamespace(data=packed, quant_state=state))
 
 
-@pytest.mark.parametrize("config", nf4_gemv.CANDIDATE_CONFIGS, ids=lambda config: config.name)
+@pytest.mark.parametrize("config", nf4_gemv.CANDIDATE_CONFIGS + nf4_gemv.SWEEP_ONLY_CONFIGS, ids=lambda c: c.name)
 @pytest.mark.parametrize("n,k,blocksize", [(512, 3584, 64), (3584, 3584, 64), (3584, 18944, 64), (18944, 3584, 64),
                                            (17, 64, 64), (40, 1280, 64), (33, 1024, 256)])
 def test_split_plan_covers_every_k_step_once(n, k, blocksize, config):
@@ -504,7 +504,8 @@ def test_the_kernel_benchmark_dry_run_prints_its_json():
         assert all(row["max_error"] <= nf4_gemv.CHECK_TOLERANCE and row["egcfg_eager_us"] > 0
                    for row in shape["rows"].values())
     assert result["decoder_layer_graph_us"]["1"] == {"egcfg": None, "bitsandbytes": None}   # no CUDA graphs here
-    assert list(result["shapes"]["q"]["sweep"]) == [config.name for config in nf4_gemv.CANDIDATE_CONFIGS]   # what auto tries
+    assert list(result["shapes"]["q"]["sweep"]) == [config.name for config in   # what auto tries, and more
+                                                    nf4_gemv.CANDIDATE_CONFIGS + nf4_gemv.SWEEP_ONLY_CONFIGS]
 
 
 def test_the_sweep_summary_adds_a_decoder_layer_and_picks_the_fastest():
