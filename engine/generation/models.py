@@ -292,9 +292,14 @@ def apply_nf4_kernel(model, nf4_kernel: str = DEFAULT_NF4_KERNEL) -> dict:
 
     if nf4_kernel == "bitsandbytes":
         return NF4Report("bitsandbytes", len(four_bit_layers(model)), 0, reason="bitsandbytes' kernel was chosen").as_dict()
+    if nf4_kernel == "auto" and torch_device_type(model) == "cuda":
+        log.info("timing bitsandbytes' NF4 kernel and egcfg's on this model's weight shapes (a few seconds)")
     report = use_nf4_gemv(model, choose=nf4_kernel == "auto")
     if report.layers and not report.switched and torch_device_type(model) == "cuda" and nf4_kernel == "egcfg":
         log.warning("NF4 layers keep bitsandbytes' kernel: %s", report.reason)
+    elif nf4_kernel == "auto" and report.shapes:
+        log.info("NF4 kernel per weight shape: %s", ", ".join(
+            f"{shape} {choice['config'] or choice['kernel']}" for shape, choice in report.shapes.items()))
     return report.as_dict()
 
 

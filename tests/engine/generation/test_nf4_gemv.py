@@ -446,8 +446,10 @@ def test_random_4bit_models_record_which_kernel_runs(anywhere):
 def test_on_this_cpu_a_4bit_model_keeps_bitsandbytes_and_says_why():
     from engine.generation.random_models import random_model
 
-    loaded = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit", nf4_kernel="egcfg")
-    assert loaded.nf4_kernel["kernel"] == "bitsandbytes" and "no CUDA device" in loaded.nf4_kernel["reason"]
+    for kernel in ("egcfg", "auto"):
+        loaded = random_model("tiny", device="cpu", dtype="bf16", quantization="4bit", nf4_kernel=kernel)
+        assert loaded.nf4_kernel["kernel"] == "bitsandbytes" and "no CUDA device" in loaded.nf4_kernel["reason"]
+        assert loaded.nf4_kernel["shapes"] == {}
 
 
 def test_bench_speed_passes_the_flag_and_reports_the_kernel(monkeypatch, capsys):
