@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from engine.errors import error_line  # noqa: E402
 from engine.generation import nf4_gemv  # noqa: E402
 from engine.generation.random_models import RANDOM_CONFIGS  # noqa: E402
 
@@ -152,7 +153,7 @@ def sweep(stack, k: int, device: str, args) -> dict:
                 try:
                     error = ((ours()[0].float() - expected).abs().max() / expected.abs().max()).item()
                 except Exception as failure:   # e.g. more registers or shared memory than the GPU has
-                    times[rows] = f"{type(failure).__name__}: {(str(failure).strip().splitlines() or [''])[0][:160]}"
+                    times[rows] = error_line(failure, 160)
                     continue
                 replay = graphed(ours, cuda)
                 if error > nf4_gemv.CHECK_TOLERANCE:

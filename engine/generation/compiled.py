@@ -36,6 +36,7 @@ from contextlib import nullcontext
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from engine.errors import error_line
 from engine.generation.attention import DECODE_ATTENTION, using_attention
 from engine.generation.decode import _attn_implementation, cache_argument
 from engine.generation.graphs import GraphedCall
@@ -83,8 +84,7 @@ class CompiledOrEager:
             try:
                 return self.compiled(*args)
             except Exception as error:
-                line = (str(error).strip().splitlines() or [""])[0][:200]
-                self.note = f"compiled step not used: {type(error).__name__}: {line}"
+                self.note = f"compiled step not used: {error_line(error)}"
                 log.warning("running the step eagerly: %s", self.note)
         return self.eager(*args)
 

@@ -22,6 +22,8 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
+from engine.errors import error_line
+
 MAX_ROWS = 4            # larger inputs (prefills) keep bitsandbytes' path
 CHECK_TOLERANCE = 2 ** -5   # max |ours - bitsandbytes| / max |bitsandbytes|: 4 bf16 ulps near the max (7B-shape
 # layers on the CPU differed by 0.003-0.0056, one ulp; a wrong nibble, scale or row is off by order 1)
@@ -485,7 +487,7 @@ def choose_configs(groups: dict, configs=CANDIDATE_CONFIGS, timer: Callable = ti
             try:
                 us = timer(layers, config)
             except Exception as failure:   # a configuration that does not compile here (registers, shared memory)
-                measured[config.name] = f"{type(failure).__name__}: {(str(failure).strip().splitlines() or [''])[0][:120]}"
+                measured[config.name] = error_line(failure, 120)
                 continue
             measured[config.name] = round(us, 2)
             if best is None or us < best[0]:
@@ -527,9 +529,8 @@ def use_nf4_gemv(model, choose: bool = False, configs=CANDIDATE_CONFIGS, timer: 
         try:
             plan, times = choose_configs(groups, configs, timer)
         except Exception as failure:   # timing must not stop the load: bitsandbytes' kernel stays
-            line = (str(failure).strip().splitlines() or [""])[0][:200]
-            return NF4Report("bitsandbytes", len(layers), 0, reason=f"timing the kernels failed "
-                                                                    f"({type(failure).__name__}: {line})")
+            return NF4Report("bitsandbytes", len(layers), 0,
+                             reason=f"timing the kernels failed ({error_line(failure)})")
     else:
         plan = dict.fromkeys(groups, DEFAULT_CONFIG)
     worst, reasons = None, []
@@ -541,8 +542,7 @@ def use_nf4_gemv(model, choose: bool = False, configs=CANDIDATE_CONFIGS, timer: 
         try:
             error = check_layer(first)
         except Exception as failure:   # a kernel that does not compile or launch here must not stop the load
-            line = (str(failure).strip().splitlines() or [""])[0][:200]
-            error, reason = None, f"the kernel failed on a {shape_name(key)} layer ({type(failure).__name__}: {line})"
+            error, reason = None, f"the kernel failed on a {shape_name(key)} layer ({error_line(failure)})"
         else:
             reason = (f"the kernel differs from bitsandbytes on a {shape_name(key)} layer by {error:.3g} (relative), "
                       f"more than {CHECK_TOLERANCE:g}") if not error <= CHECK_TOLERANCE else ""
