@@ -70,6 +70,7 @@ def task_fields(site: Site, suite: TestSuite) -> dict:
         "source_before": site.function.source_before,
         "source_after": site.function.source_after,
         "tests": [case.source for case in suite.cases],
+        "test_names": [case.test for case in suite.cases],
         "setup": suite.setup,
     }
 
@@ -120,11 +121,12 @@ class Outcome:
     lines: list[dict] = field(default_factory=list)  # every streamed line, in order
 
 
-def _best(results: Any) -> tuple[int, int]:
-    """(passed, total) of the best candidate in a CandidatesRun's results."""
+def _best(event: Any) -> tuple[int, int]:
+    """(passed, total) of the best candidate in a CandidatesRun (its scores, else its results)."""
     best = (0, 0)
-    for result in results or ():
-        passed, total = getattr(result, "passed", 0), getattr(result, "total", 0)
+    scores = getattr(event, "scores", None) or [(getattr(r, "passed", 0), getattr(r, "total", 0))
+                                                 for r in event.results or ()]
+    for passed, total in scores:
         if (passed, -total) > (best[0], -best[1]) or best == (0, 0):
             best = (passed, total)
     return best
@@ -150,7 +152,7 @@ def drive(events: Iterable[Any], site: Site, cancel, on_line: Callable[[dict], N
             on_progress(progress)
         elif kind == "CandidatesRun":
             progress.agent, progress.line = event.agent, event.line_no
-            progress.passed, progress.total = _best(event.results)
+            progress.passed, progress.total = _best(event)
             progress.message = (f"{event.agent}: line {event.line_no}, {len(event.candidates)} candidate(s), "
                                 f"best passes {progress.passed}/{progress.total} tests")
             on_progress(progress)

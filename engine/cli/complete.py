@@ -174,6 +174,7 @@ def main(args: argparse.Namespace) -> int:
             source_before=site.source_before,
             source_after=site.source_after,
             tests=[case.source for case in suite.cases],
+            test_names=[case.test for case in suite.cases],
             setup=suite.setup,
             project=layout.to_dict(),
         )

@@ -249,7 +249,7 @@ def run_agent(run: Run, config: AgentConfig, index: int):
                 results = [known[p] for p in programs]
                 texts = [c.text for c, _ in unique]
                 yield CandidatesRun(name, line_no + 1, texts, results, programs, len(sampled),
-                                    time.monotonic() - started)
+                                    time.monotonic() - started, [task.tests_passed(r) for r in results])
                 for (candidate, program), result in zip(unique, results):
                     if candidate.complete and result.all_passed and program.startswith(task.source_before):
                         # a sampled candidate already finishes the function and passes: take it
@@ -260,7 +260,7 @@ def run_agent(run: Run, config: AgentConfig, index: int):
                             line_no += 1
                             code = body[: _line_end(body, line_no)] if body.count("\n") >= line_no else body
                             yield LineCommitted(name, line_no, text, task.program(code), "", code)
-                        return Outcome(config, index, body, program, result.passed, result.total, "complete")
+                        return Outcome(config, index, body, program, *task.tests_passed(result), "complete")
                 rendered = build_signal(texts, programs, results, run.signal_chars)
                 signal = prompts.signal_text(rendered) if rendered.strip() else ""
                 draft = candidates.choose_draft([c for c, _ in unique])
@@ -323,12 +323,12 @@ def _finish(run: Run, config: AgentConfig, index: int, body: str, reason: str):
     """Run the agent's program against the tests (no traces) and return its Outcome."""
     body = body.rstrip() + "\n" if body.strip() else ""
     program = run.task.program(body)
-    passed, total = 0, len(run.task.tests)
+    passed, total = 0, run.task.test_count
     if run.task.tests and reason != "cancelled":
         future = run.submit(run.executor.run, _job(run, program, False))
         yield Wait(future)
         result = future.result()
-        passed, total = result.passed, result.total
+        passed, total = run.task.tests_passed(result)
     return Outcome(config, index, body, program, passed, total, reason)
 
 
@@ -559,7 +559,7 @@ def _agent_finished(outcome: Outcome, token_cap: int) -> AgentFinished:
 
 
 def _finished(run: Run, outcomes: list[Outcome], winner: Outcome | None, seconds: float, guided: bool) -> Finished:
-    total = len(run.task.tests)
+    total = run.task.test_count
     if winner is not None:
         return Finished(winner.program, winner.passed, winner.total, winner.config.name, True, seconds,
                         f"solved: agent {winner.config.name} wrote a program that passes all {total} given tests",

@@ -24,6 +24,21 @@ class CompletionTask:
     tests: list[str] = field(default_factory=list)   # tests guidance and the stopping rule may use
     setup: str = ""         # run before each test (imports the tests need)
     project: dict | None = None  # the module's layout (engine.project.layout): candidates run as the module of its package
+    test_names: list[str] = field(default_factory=list)  # per test: the test it belongs to (asserts of one
+    #                                                     test function share a name); empty: each counts alone
+
+    @property
+    def test_count(self) -> int:
+        """How many tests the user sees (named tests, else asserts)."""
+        return len(set(self.test_names)) if len(self.test_names) == len(self.tests) else len(self.tests)
+
+    def tests_passed(self, result: Any) -> tuple[int, int]:
+        """(passed, total) in the user's unit: a named test passes when all its asserts pass."""
+        if len(self.test_names) != len(self.tests) or len(result.tests) != len(self.tests):
+            return result.passed, result.total
+        failed = {name for name, test in zip(self.test_names, result.tests) if test.outcome != "pass"}
+        names = set(self.test_names)
+        return len(names - failed), len(names)
 
     def program(self, body: str) -> str:
         """The module as it runs with `body` written after `source_before`."""
@@ -57,6 +72,7 @@ class CandidatesRun:
     programs: list[str] = field(default_factory=list)   # the programs that ran, same order
     sampled: int = 0             # rows sampled before repair and de-duplication
     seconds: float = 0.0         # wall time of the sandbox run
+    scores: list[tuple[int, int]] = field(default_factory=list)  # (passed, total) per candidate (CompletionTask.tests_passed)
 
 
 @dataclass

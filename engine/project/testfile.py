@@ -44,6 +44,11 @@ class TestCase:
     line: int     # 1-based line there
     kind: str     # "assert" | "block"
 
+    @property
+    def test(self) -> str:
+        """The test it belongs to: the asserts of one test function ("test_add #2") count as one."""
+        return self.label.rsplit(" #", 1)[0]
+
 
 @dataclass
 class FileTests:

@@ -52,6 +52,13 @@ def test_task_fields_carry_the_tests_and_setup():
     fields = task_fields(site, suite)
     assert fields["tests"] == ["assert area(1) == 3.14"] and fields["setup"] == "import math"
     assert fields["function_name"] == "area" and fields["source_before"] == site.function.source_before
+    assert fields["test_names"] == ["doctest 1"]
+
+
+def test_the_asserts_of_one_test_function_share_its_name():
+    cases = [TestCase("assert f(1)", "test_f #1", "t.py", 3, "assert"), TestCase("assert f(2)", "test_f #2", "t.py", 4, "assert"),
+             TestCase("assert f(3)", "test_g[1-2]", "t.py", 8, "assert"), TestCase("...", "doctest 2", "m.py", 5, "block")]
+    assert [c.test for c in cases] == ["test_f", "test_f", "test_g[1-2]", "doctest 2"]
 
 
 def test_body_from_a_whole_program_a_function_or_bare_lines():

@@ -96,6 +96,30 @@ def test_a_candidate_that_passes_wins_and_the_other_agents_stop(plain, executor,
     assert [e.text for e in lines] == ["    return a + b"] and lines[0].signal == ""
 
 
+def test_counts_are_in_tests_not_asserts_when_the_tests_are_named(plain, executor, monkeypatch):
+    """Two asserts of one test function count as one test, as the editor's lens counts them."""
+    half = decode.Candidate(text="    return abs(a) + b\n", ids=[], ended="dedent")
+
+    def fake_sampler(dec, pool, lines, temperature, max_tokens, steer=None):
+        return [half]
+        yield
+
+    monkeypatch.setattr(candidates, "sample_steps", fake_sampler)
+    task = CompletionTask(function_name="add", source_before="def add(a, b):\n",
+                          tests=["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(0, 0) == 0"],
+                          test_names=["test_add", "test_add", "test_zero"])
+    assert task.test_count == 2
+    events = events_of(plain, executor, task, gammas=[1.0], max_new_tokens=8, fast=False)
+    run = next(e for e in events if isinstance(e, CandidatesRun))
+    assert [r.passed for r in run.results] == [2] and run.scores == [(1, 2)]   # test_add fails one of its two
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.total == 2 and not finished.solved
+    unnamed = CompletionTask(function_name="add", source_before="def add(a, b):\n", tests=task.tests)
+    assert unnamed.test_count == 3 and unnamed.tests_passed(run.results[0]) == (2, 3)
+    mismatched = CompletionTask(function_name="add", source_before="", tests=task.tests, test_names=["a"])
+    assert mismatched.test_count == 3 and mismatched.tests_passed(run.results[0]) == (2, 3)
+
+
 def test_no_tests_means_plain_decoding_with_a_status(plain, executor):
     task = CompletionTask(function_name="add", source_before="def add(a, b):\n", tests=[])
     events = events_of(plain, executor, task, max_new_tokens=12)
