@@ -229,6 +229,6 @@ class LiveTests:
             self.server.report_analysis(analysis)
 
     def publish(self, uri: str, analysis: Analysis) -> None:
-        self.server.publish(uri, analysis.version, analysis.notes)
+        self.server.publish(uri, analysis.version, analysis.notes, analysis.text)
         self.server.refresh_views()
 

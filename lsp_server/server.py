@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -350,9 +350,12 @@ class EgcfgServer(LanguageServer):
         self.set_status(state=self.ready_state() if self.status.state != "running" else "running", message=message,
                         log_it=False)
 
-    def publish(self, uri: str, version: int | None, notes: list[Note]) -> None:
-        values = self.settings.value_diagnostics
-        diagnostics = [to_diagnostic(n, values) for n in notes if n.severity != "value" or values != "off"]
+    def publish(self, uri: str, version: int | None, notes: list[Note], text: str = "") -> None:
+        values, lines = self.settings.value_diagnostics, text.splitlines()
+        units = self.workspace.position_codec.client_num_units   # notes count characters; the client
+        #                                                          may have agreed on UTF-8 or UTF-32 (Neovim, Helix)
+        diagnostics = [to_diagnostic(n, values, lines[n.line] if n.line < len(lines) else "", units)
+                       for n in notes if n.severity != "value" or values != "off"]
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
             uri=uri, version=version, diagnostics=diagnostics))
 
@@ -392,10 +395,14 @@ class EgcfgServer(LanguageServer):
         self.backend.close()
 
 
-def to_diagnostic(note: Note, values: str = "hint") -> types.Diagnostic:
+def to_diagnostic(note: Note, values: str = "hint", line_text: str = "", units: Callable[[str], int] = len) -> types.Diagnostic:
+    def column(chars: int) -> int:   # past the text (an empty line) each column is one unit
+        return units(line_text[:chars]) + max(0, chars - len(line_text))
+
+    start, end = column(note.start), column(note.end or note.start + 1)
     return types.Diagnostic(
-        range=types.Range(start=types.Position(line=note.line, character=note.start),
-                          end=types.Position(line=note.line, character=note.end or note.start + 1)),
+        range=types.Range(start=types.Position(line=note.line, character=start),
+                          end=types.Position(line=note.line, character=max(end, start + 1))),
         message=note.message, severity=SEVERITY[values if note.severity == "value" else note.severity], source="egcfg")
 
 

@@ -16,10 +16,6 @@ if TYPE_CHECKING:
 REGENERATE = "egcfg.regenerateFrom"
 
 
-def utf16_length(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
 def inlay_hints(ls: "EgcfgServer", uri: str, first: int, last: int) -> list[types.InlayHint]:
     """One hint at the end of each executed line between `first` and `last` (0-based, inclusive)."""
     ls.live.visible[uri] = (first, last)
@@ -27,6 +23,7 @@ def inlay_hints(ls: "EgcfgServer", uri: str, first: int, last: int) -> list[type
     if analysis is None or not ls.settings.value_hints:
         return []
     lines = analysis.text.splitlines()
+    units = ls.workspace.position_codec.client_num_units   # the encoding agreed with the client
     hints = []
     for run in analysis.runs:
         if run.span.end_line < first or run.span.def_line > last:
@@ -38,7 +35,7 @@ def inlay_hints(ls: "EgcfgServer", uri: str, first: int, last: int) -> list[type
             label = line_hint(run.records, line)
             if label:
                 hints.append(types.InlayHint(
-                    position=types.Position(line=line, character=utf16_length(text.rstrip())), label=label,
+                    position=types.Position(line=line, character=units(text.rstrip())), label=label,
                     padding_left=True, tooltip=line_tooltip(run.records, line)))
     return hints
 

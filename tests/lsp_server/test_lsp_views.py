@@ -199,3 +199,39 @@ async def test_cancelling_the_wait_for_the_model_answers_cancelled(project):
         assert answer["code"] == "" and answer["error"] == "cancelled"
     finally:
         await stop(client, drainer)
+
+
+WIDE = '''def greet(name):
+    text = "h\u00e9llo \U0001F600 " + name
+    return text
+'''
+
+
+@pytest.mark.parametrize("encoding, units", [
+    (None, lambda s: len(s.encode("utf-16-le")) // 2),      # the default: UTF-16, the emoji is 2 units
+    ("utf-8", lambda s: len(s.encode("utf-8"))),             # Neovim and Helix may offer UTF-8 first
+    ("utf-32", len),
+])
+async def test_columns_follow_the_position_encoding_agreed_with_the_client(tmp_path, encoding, units):
+    module = tmp_path / "wide.py"
+    module.write_text(WIDE)
+    (tmp_path / "test_wide.py").write_text(
+        'from wide import greet\n\n\ndef test_greet():\n    assert greet("a") == "x"\n')
+    general = types.GeneralClientCapabilities(position_encodings=[encoding]) if encoding else None
+    caps = types.ClientCapabilities(general=general, window=CAPABILITIES.window, workspace=CAPABILITIES.workspace,
+                                    text_document=CAPABILITIES.text_document)
+    client, rec, drainer = await start(tmp_path, {"model": write_script(tmp_path, ["    return 1"]), "debounceMs": 0},
+                                       capabilities=caps)
+    try:
+        assert client.init_result.capabilities.position_encoding == (encoding or "utf-16")
+        uri = open_doc(client, module)
+        line = WIDE.splitlines()[1]
+        published = await rec.wait_for(lambda: (d := rec.latest_diagnostics(uri)) and any(
+            x.range.start.line == 1 for x in d.diagnostics) and d, what="values on line 2")
+        value = next(d for d in published.diagnostics if d.range.start.line == 1)
+        assert (value.range.start.character, value.range.end.character) == (4, units(line))
+        hints = await client.text_document_inlay_hint_async(whole(uri))
+        hint = next(h for h in hints if h.position.line == 1)
+        assert hint.position.character == units(line) and "h\u00e9llo" in hint.label
+    finally:
+        await stop(client, drainer)
