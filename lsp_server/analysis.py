@@ -19,7 +19,7 @@ from engine.project.testfile import TestSuite
 
 from lsp_server.callgraph import ModuleGraph, module_graph, names_in_source
 from lsp_server.diagnostics import (
-    FunctionSpan, Note, TestRecord, fold_all, functions_in, notes_for_function, syntax_note,
+    FunctionSpan, Note, TestRecord, fold_all, functions_in, notes_for_function, syntax_note, tests_passed,
 )
 from lsp_server.discovery import Reader, candidate_test_files, discover_tests
 from lsp_server.settings import Settings
@@ -35,7 +35,11 @@ class FunctionRun:
 
     @property
     def passed(self) -> int:
-        return sum(r.outcome == "pass" for r in self.records)
+        return tests_passed(self.records)[0]
+
+    @property
+    def total(self) -> int:
+        return tests_passed(self.records)[1]
 
 
 @dataclass
@@ -56,7 +60,7 @@ class Analysis:
 
     @property
     def total(self) -> int:
-        return sum(len(run.records) for run in self.runs)
+        return sum(run.total for run in self.runs)
 
     def run_at(self, line: int) -> FunctionRun | None:
         """The innermost tested function containing a 0-based line."""

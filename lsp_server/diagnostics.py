@@ -10,7 +10,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from engine.project.testfile import TestCase
+from engine.project.testfile import TestCase, owning_test
 
 MAX_MESSAGE = 400     # characters in one diagnostic's message
 MAX_VALUES = 4        # distinct values of a variable shown per line and test (first ones + the last)
@@ -83,6 +83,13 @@ class TestRecord:
     lines: dict[int, LineRecord] = field(default_factory=dict)   # 0-based document line -> record
     raised_at: int | None = None    # 0-based document line where the test's exception was raised
     truncated: bool = False
+
+
+def tests_passed(records: Sequence[TestRecord]) -> tuple[int, int]:
+    """(passed, total) in tests: egcfg's own reading has a record per assert of a test function."""
+    tests = {owning_test(r.label) for r in records}
+    failed = {owning_test(r.label) for r in records if r.outcome != "pass"}
+    return len(tests - failed), len(tests)
 
 
 def fold(span: FunctionSpan, case: TestCase, result: Any, short: str) -> TestRecord:

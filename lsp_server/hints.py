@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from lsp_server.diagnostics import FunctionSpan, TestRecord, line_summary
+from lsp_server.diagnostics import FunctionSpan, TestRecord, line_summary, tests_passed
 
 MAX_VALUE = 24       # characters of one value
 MAX_VALUES = 4       # values of one name (first ones, …, the last)
@@ -73,7 +73,7 @@ class Lens:
 
 def function_lens(span: FunctionSpan, records: Sequence[TestRecord], uri: str) -> Lens:
     """"✓ 3/3 tests", "✗ 1/3 tests · Fix with EG-CFG", or "Complete with tests" above an empty body."""
-    passed, total = sum(r.outcome == "pass" for r in records), len(records)
+    passed, total = tests_passed(records)
     body_line = span.body_line if span.body_line >= 0 else span.def_line + 1
     if span.empty:
         return Lens(span.def_line, f"Complete with tests ({total})", "egcfg.completeWithTests",

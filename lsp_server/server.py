@@ -181,7 +181,7 @@ class EgcfgServer(LanguageServer):
                  "position": {"line": position.line, "character": position.character}}
         if not suite.cases:
             self.log(suite.why_no_tests())
-        self.set_status(state="running", message=f"completing {site.function.name}", total=len(suite.cases),
+        self.set_status(state="running", message=f"completing {site.function.name}", total=suite.test_count,
                         log_it=False)
 
         def on_line(line: dict) -> None:
@@ -320,14 +320,14 @@ class EgcfgServer(LanguageServer):
                                                             owner=f"command:{uri}")
         if outcome is None:
             reason = "cancelled" if self.status.state != "error" else self.status.message
-            return refused_answer(reason, total=len(suite.cases))
+            return refused_answer(reason, total=suite.test_count)
         self.completion_bodies[uri] = outcome.body
         return command_answer(site, suite, outcome, run_id, self.workspace.get_text_document(uri).source)
 
     async def complete_with_progress(self, uri: str, version: int | None, position: types.Position, site: Site,
                                      suite: TestSuite, owner: str) -> tuple[Outcome | None, str]:
         """`complete` under work-done progress whose cancel button stops the run."""
-        token = await self.begin_progress(f"egcfg: {site.function.name}", f"{len(suite.cases)} tests",
+        token = await self.begin_progress(f"egcfg: {site.function.name}", f"{suite.test_count} tests",
                                           cancellable=True)
         cancel_watch = self.work_done_progress.tokens.get(token) if token else None
         if cancel_watch is not None:  # the user pressed cancel on the progress

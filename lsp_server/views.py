@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from lsp_server.diagnostics import tests_passed
 from lsp_server.hints import function_lens, line_hint, line_tooltip
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def code_actions(ls: "EgcfgServer", params: types.CodeActionParams) -> list[type
     start = max(line, body_line)
     failures = [d for d in params.context.diagnostics if d.source == "egcfg" and d.severity in (
         types.DiagnosticSeverity.Error, types.DiagnosticSeverity.Warning)]
-    passed = sum(r.outcome == "pass" for r in run.records)
-    title = (f"Regenerate {run.span.name} with EG-CFG ({passed}/{len(run.records)} tests pass)" if start == body_line
+    passed, total = tests_passed(run.records)
+    title = (f"Regenerate {run.span.name} with EG-CFG ({passed}/{total} tests pass)" if start == body_line
              else f"Regenerate {run.span.name} from line {start + 1} with EG-CFG (keeps the lines above)")
     kind = types.CodeActionKind.QuickFix if failures else types.CodeActionKind.RefactorRewrite
     return [types.CodeAction(title=title, kind=kind, diagnostics=failures or None, is_preferred=bool(failures),

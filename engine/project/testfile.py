@@ -20,6 +20,7 @@ import copy
 import doctest
 import itertools
 import os
+import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,12 @@ class TestCase:
 
     @property
     def test(self) -> str:
-        """The test it belongs to: the asserts of one test function ("test_add #2") count as one."""
-        return self.label.rsplit(" #", 1)[0]
+        return owning_test(self.label)
+
+
+def owning_test(label: str) -> str:
+    """The test a case belongs to: the asserts of one test function ("test_add #2") count as one."""
+    return re.sub(r" #\d+$", "", label)
 
 
 @dataclass
@@ -78,6 +83,11 @@ class TestSuite:
         for piece in found.setup:
             if f"\n{piece}\n" not in f"\n{self.setup}\n":
                 self.setup = f"{self.setup}\n{piece}" if self.setup else piece
+
+    @property
+    def test_count(self) -> int:
+        """Tests as the user counts them (a test function with two asserts is one)."""
+        return len({case.test for case in self.cases})
 
     def why_no_tests(self) -> str:
         """One sentence for the status when there is nothing to guide with."""

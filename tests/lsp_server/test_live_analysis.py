@@ -104,13 +104,13 @@ def test_an_edit_reruns_only_the_edited_function_and_its_callers(tmp_path):
     caches, first = Caches(), Counting()
     analysis = analysed(tmp_path, MODULE, caches, first)
     assert ran_functions(first) == {"double", "quad", "root", "todo"}
-    assert (analysis.passed, analysis.total) == (4, 5)
+    assert (analysis.passed, analysis.total) == (3, 4)   # test_double: two asserts, one test
 
     again = Counting()
     edited = MODULE.replace("return 2 * x", "return x * 2")
     analysis = analysed(tmp_path, edited, caches, again)
     assert ran_functions(again) == {"double", "quad"}
-    assert (analysis.passed, analysis.total) == (4, 5)
+    assert (analysis.passed, analysis.total) == (3, 4)
 
     # lines inserted above: nothing reruns, the cached values move with their function
     shifted_text = "# a comment\n# another\n" + edited
@@ -153,7 +153,7 @@ def test_lenses_say_how_a_function_does_and_what_clicking_does(tmp_path):
     project(tmp_path)
     analysis = analysed(tmp_path, MODULE, Caches(), Counting())
     lenses = {r.span.name: function_lens(r.span, r.records, "file:///m.py") for r in analysis.runs}
-    assert lenses["double"].title == "✓ 2/2 tests" and lenses["double"].command == "egcfg.showTrace"
+    assert lenses["double"].title == "✓ 1/1 tests"   # one test function, two asserts and lenses["double"].command == "egcfg.showTrace"
     assert lenses["todo"].title.startswith("Complete with tests") and lenses["todo"].command == "egcfg.completeWithTests"
     todo = next(r for r in analysis.runs if r.span.name == "todo").span
     assert lenses["todo"].arguments == {"uri": "file:///m.py", "line": todo.def_line + 2, "character": 4}
@@ -162,3 +162,15 @@ def test_lenses_say_how_a_function_does_and_what_clicking_does(tmp_path):
     lens = next(function_lens(r.span, r.records, "u") for r in failing.runs if r.span.name == "root")
     assert lens.title == "✗ 0/1 tests · Fix with EG-CFG" and lens.command == "egcfg.regenerateFrom"
     assert lens.arguments["line"] == next(r.span.body_line for r in failing.runs if r.span.name == "root")
+
+
+def test_a_lens_counts_a_test_function_with_two_asserts_as_one_test():
+    from lsp_server.diagnostics import TestRecord
+
+    span = functions_in("def f(x):\n    return x\n")[0]
+    records = [TestRecord("test_f #1", "t1", "pass", "", "assert f(1) == 1"),
+               TestRecord("test_f #2", "t2", "fail", "", "assert f(2) == 3"),
+               TestRecord("test_g", "t3", "pass", "", "assert f(0) == 0"),
+               TestRecord("test_h[a #2]", "t4", "pass", "", "assert f(5) == 5")]  # a parameter id, kept whole
+    assert function_lens(span, records, "u").title == "✗ 2/3 tests · Fix with EG-CFG"
+    assert function_lens(span, records[2:], "u").title == "✓ 2/2 tests"
