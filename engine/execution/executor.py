@@ -420,6 +420,7 @@ class _Pool:
             "tmp": tmp,  # wiped after every test (but for `keep`)
             "cwd": os.path.join(tmp, "work") if self.bwrap else tmp,  # the candidate's working folder
             "keep": keep,
+            "shm": "/dev/shm" if self.bwrap else "",  # bwrap's private one: emptied after every test too
             "project_root": self.project_root,
             "tracer": TRACER_SCRIPT,
             "limits": asdict(self.limits),
@@ -579,6 +580,9 @@ class _Slot:
         if reply is None or reply.get("id") != message["id"]:
             self.kill()
             return TestResult(plan.test, "error", "the sandbox worker died", None)
+        if reply.get("retire"):  # the test changed what the worker keeps: a fresh sandbox for the next
+            logging.getLogger("egcfg").warning("restarting a sandbox worker: %s", str(reply["retire"])[:200])
+            self.kill()
         return to_test_result(plan, reply, timeout, limits)
 
     def send(self, message: dict) -> None:

@@ -226,9 +226,11 @@ def bwrap_args(view: list[str], scratch: str) -> list[str]:
 def landlock_rules(view: list[str], scratch: str, abi: int) -> dict:
     """The worker's Landlock domain: read the system, ETC_FILES, the view and /proc (Landlock's
     ptrace rule keeps other processes' memory and environment out of reach); write the scratch
-    folder and /dev/shm (multiprocessing's semaphores); use the DEVICES."""
+    folder; use the DEVICES. Not /dev/shm: there it is the host's, holding the user's other
+    programs' shared memory, and no rule can tell a test's own files from those (so
+    multiprocessing's locks and queues, which need it, fail at this level)."""
     system = [p for p in SYSTEM_DIRS if os.path.isdir(p)] + [p for p in ETC_FILES if os.path.exists(p)]
-    return {"abi": abi, "read": system + list(view) + ["/proc"], "write": [scratch, "/dev/shm"],
+    return {"abi": abi, "read": system + list(view) + ["/proc"], "write": [scratch],
             "devices": list(DEVICES)}
 
 

@@ -97,6 +97,7 @@ def main() -> int:
         landlock.restrict(int(rules["abi"]), rules["read"], rules["write"], rules["devices"], deny_tcp=True)
     sys.setrecursionlimit(10_000)  # wipe() walks trees as deep as a path allows; T resets it to 1000
     config["tmp_mode"] = os.stat(config["tmp"]).st_mode & 0o7777
+    kept = kept_identities(config["tmp"], config.get("keep", ()))
     gc.collect()
     gc.freeze()  # fewer copy-on-write page faults in the forked children
     channel.write_frame(host_out, {"hello": True, "namespace": namespace, "pid": os.getpid(),
@@ -107,12 +108,39 @@ def main() -> int:
             return 0
         report = supervise.run_task(task, config, namespace, tracer_class)
         report["id"] = task.get("id")
+        moved = [path for path, identity in kept.items() if _identity(path) != identity]
+        if moved:  # e.g. a folder above the project renamed and a look-alike planted in its place
+            report["retire"] = f"the test replaced {moved[0]}"
         channel.write_frame(host_out, report)
+        if moved:
+            return 0  # the host starts a fresh worker (a fresh scratch) for the next test
         try:
             os.chmod(config["tmp"], config["tmp_mode"])  # the candidate may have locked it
         except OSError:
             pass
         wipe(config["tmp"], config.get("keep", ()))
+        if config.get("shm"):
+            wipe(config["shm"])
+
+
+def kept_identities(directory: str, keep=()) -> dict[str, tuple[int, int] | None]:
+    """(device, inode) of each folder kept in the scratch and of its parents below it: bwrap made
+    those parents in the writable scratch, so a test could rename one and plant a look-alike that
+    wipe() would then keep."""
+    identities = {}
+    for path in keep:
+        while path.startswith(directory.rstrip("/") + "/"):
+            identities[path] = _identity(path)
+            path = os.path.dirname(path)
+    return identities
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def wipe(directory: str, keep=()) -> None:
