@@ -298,6 +298,14 @@ def _signal_name(number) -> str:
         return f"signal {number}"
 
 
+def scratch_env(scratch: str) -> dict[str, str]:
+    """Where tests write: the scratch folder. Besides HOME and TMPDIR, the files that plugins of a
+    project's pytest write beside the project by default (which is read-only in the sandbox):
+    pytest-cov removes and writes .coverage there, hypothesis keeps its example database there."""
+    return {"HOME": scratch, "TMPDIR": scratch, "COVERAGE_FILE": os.path.join(scratch, ".coverage"),
+            "HYPOTHESIS_STORAGE_DIRECTORY": os.path.join(scratch, ".hypothesis")}
+
+
 def to_test_result(plan: verdict.Plan, report: dict, timeout: float, limits: Limits) -> TestResult:
     """The worker's report for one test -> a TestResult (the verdict is decided here)."""
     status = report.get("status")
@@ -457,7 +465,7 @@ class _Pool:
             if not slot.cgroup.pids:
                 config["nproc"] = self.limits.max_processes
             argv = [self.bwrap, *isolation_module.bwrap_args(self.view, SANDBOX_TMP), "--clearenv", "--chdir", SANDBOX_TMP]
-            for key, value in {**env, "HOME": SANDBOX_TMP, "TMPDIR": SANDBOX_TMP}.items():
+            for key, value in {**env, **scratch_env(SANDBOX_TMP)}.items():
                 argv += ["--setenv", key, value]
             argv += python + [json.dumps(config)]
             cwd = None
@@ -469,7 +477,7 @@ class _Pool:
                 os.chown(tmp, NOBODY, NOBODY)
             if not slot.cgroup.pids:
                 config["nproc"] = self.limits.max_processes
-            env.update(HOME=tmp, TMPDIR=tmp)
+            env.update(scratch_env(tmp))
             argv = python + [json.dumps(config)]
             cwd = tmp
         env["EGCFG_CGROUP_PROCS"] = " ".join(slot.cgroup.procs_files)

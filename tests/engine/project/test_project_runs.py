@@ -278,3 +278,28 @@ def test_named_tests_after_an_interrupted_one_still_run(tmp_path):
     finally:
         project_run.SLOW_RETRY_SECONDS = saved
     assert {t.name: t.outcome for t in run.tests} == {"Loop::test_many_subtests": "timeout", "test_after": "pass"}
+
+
+def test_plugins_that_write_beside_the_project_write_in_the_scratch_folder(tmp_path):
+    """The project is read-only in the sandbox; pytest-cov (`--cov` without `--cov-append` removes
+    and rewrites .coverage) and hypothesis (its example database) honour these variables, as this
+    conftest does: without them the whole session failed on a read-only file system."""
+    (tmp_path / "mod.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "conftest.py").write_text(textwrap.dedent("""\
+        import os
+
+        def pytest_configure(config):
+            for variable, default in (("COVERAGE_FILE", ".coverage"), ("HYPOTHESIS_STORAGE_DIRECTORY", ".hypothesis")):
+                path = os.environ.get(variable, default)
+                assert not os.path.abspath(path).startswith(os.path.dirname(__file__) + os.sep), path
+                if os.path.exists(path):
+                    os.remove(path)
+                with open(path, "w") as handle:
+                    handle.write("data")
+        """))
+    (tmp_path / "test_mod.py").write_text("from mod import f\n\n\ndef test_f():\n    assert f() == 1\n")
+    with Executor(workers=1, limits=Limits(test_seconds=5.0), project_root=str(tmp_path)) as pool:
+        run = project_run.run_module(pool, str(tmp_path / "mod.py"), "def f():\n    return 1\n", str(tmp_path),
+                                     [str(tmp_path / "test_mod.py")], trace=False)
+    assert [t.outcome for t in run.tests] == ["pass"], run.problems
+    assert not (tmp_path / ".coverage").exists()
