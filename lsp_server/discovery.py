@@ -2,7 +2,8 @@
 
 Where tests come from, in order: the function's own doctests; test files found by name next to
 the module or under a `tests/` folder in any folder up to the workspace root (`test_<module>.py`,
-`<module>_test.py`); files named by a `# egcfg: tests=PATH` comment in the module; files matching
+`<module>_test.py`; a package's `__init__.py` goes by the package's name, and also beside its
+folder); files named by a `# egcfg: tests=PATH` comment in the module; files matching
 the configured glob patterns. Turning a file's text into test cases is engine.project.testfile's job.
 """
 
@@ -58,7 +59,8 @@ def candidate_test_files(module_path: str, module_text: str, workspace_root: str
                          patterns: Iterable[str] = ()) -> list[str]:
     """Test files for the module, nearest first, without duplicates (only files that exist)."""
     module = Path(module_path)
-    stem = module.stem
+    package = module.stem == "__init__"   # a package's tests are named after the package
+    stem = module.parent.name if package else module.stem
     names = {f"test_{stem}.py", f"{stem}_test.py"}
     root = Path(workspace_root) if workspace_root else module.parent
     found: list[Path] = []
@@ -67,6 +69,8 @@ def candidate_test_files(module_path: str, module_text: str, workspace_root: str
             if entry:
                 found.extend(_resolve_named(entry, module.parent, root))
     found += [module.parent / n for n in sorted(names)]
+    if package:  # beside the package folder: inflection/__init__.py and test_inflection.py
+        found += [module.parent.parent / n for n in sorted(names)]
     folder = module.parent
     while True:
         for tests_dir in ("tests", "test"):

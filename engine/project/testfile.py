@@ -113,7 +113,7 @@ def module_names(module_path: str, root: str | None = None) -> list[str]:
             folders = path.parent.relative_to(Path(root).resolve()).parts
         except ValueError:
             folders = ()  # a module outside the root is importable by its own name only
-    parts = [*folders, path.stem]
+    parts = [*folders, path.stem] if path.stem != "__init__" else list(folders)  # a package: its name
     return [".".join(parts[i:]) for i in range(len(parts))]
 
 

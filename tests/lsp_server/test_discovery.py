@@ -127,3 +127,23 @@ def test_nested_packages_and_nearest_files_first(tmp_path):
     namespace = {"g": lambda: None}
     exec(suite.setup, namespace)  # `import a.b.deep` became namespaces over the program's globals
     exec(suite.cases[1].source, namespace)
+
+
+def test_a_packages_init_finds_the_tests_named_after_the_package(tmp_path):
+    """inflection/__init__.py is tested by test_inflection.py beside the package, parse's by
+    tests/test_parse.py: no project names a file test___init__.py."""
+    from lsp_server.discovery import candidate_test_files
+
+    init = tmp_path / "inflection" / "__init__.py"
+    init.parent.mkdir()
+    init.write_text("def camelize(s):\n    return s\n")
+    beside = tmp_path / "test_inflection.py"
+    beside.write_text("from inflection import camelize\n\n\ndef test_c():\n    assert camelize('a') == 'a'\n")
+    (tmp_path / "tests").mkdir()
+    under = tmp_path / "tests" / "test_inflection.py"
+    under.write_text(beside.read_text())
+    (tmp_path / "test___init__.py").write_text("")  # a module named __init__ it is not
+    assert candidate_test_files(str(init), init.read_text(), str(tmp_path)) == [str(beside), str(under)]
+    module = tmp_path / "inflection" / "words.py"
+    module.write_text("")
+    assert candidate_test_files(str(module), "", str(tmp_path)) == []

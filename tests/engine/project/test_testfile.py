@@ -252,6 +252,8 @@ def test_module_names_below_a_root_or_up_the_whole_path(tmp_path):
     assert module_names(str(module), str(tmp_path / "elsewhere")) == ["mathy"]
     everywhere = module_names(str(module))
     assert everywhere[-3:] == ["src.pkg.mathy", "pkg.mathy", "mathy"] and len(everywhere) > 3
+    init = tmp_path / "src" / "pkg" / "__init__.py"   # a package is imported by its own name
+    assert module_names(str(init), str(tmp_path)) == ["src.pkg", "pkg"]
 
 
 # ------------------------------------------------------------------------------------------------
