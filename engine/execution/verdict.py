@@ -8,8 +8,11 @@ and calls to a small allowlist of pure builtins (``set``, ``sorted``, ``len``, `
 the candidate function) is a leaf. The sandbox returns each leaf's value serialised as plain
 builtin data (exact builtin types only; see ``encode``/``decode`` in sandbox_worker.py and here),
 so an object whose ``__eq__`` always returns True, a patched ``math.isclose`` or a forged message
-cannot make a test pass: the comparison happens here, on real Python values, and the expected
-values never enter the sandbox.
+cannot make a test pass: the comparison happens here, on real Python values, and literal expected
+values never enter the sandbox. An expected value that is itself a leaf (``math.pi``, ``g(16)``,
+a constant of the setup) is computed in the sandbox after the program ran, where Python and pytest
+compute it too: a program that changes what it computes (``math.pi = 3``) changes the verdict here
+as it would under pytest.
 
 Tests that are not a single assert (``check(f)``, a pytest-style body) run as a whole in the
 sandbox and pass iff they raise nothing. They are less forge-proof: code that has taken over the
