@@ -428,8 +428,25 @@ def _crash(report) -> tuple:
         line = f" (line {crash.lineno})" if getattr(crash, "lineno", 0) else ""
         return kind, (text.strip()[:MAX_MESSAGE - len(line)] + line)
     text = _longrepr_text(report).strip()
+    if "UNEXPECTED EXCEPTION:" in text:  # a doctest example raised
+        return _doctest_exception(text)
     kind = "DocTestFailure" if "Expected:" in text or "Got" in text else ""
     return kind, _doctest_message(text) if kind else text[-MAX_MESSAGE:]
+
+
+def _doctest_exception(text: str) -> tuple:
+    """(type name, "OSError: [Errno 30] ... (in >>> open(...))") of a doctest example that raised:
+    the traceback's last line and the example, not the tail of doctest's own frames."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    marker = next(i for i, line in enumerate(lines) if "UNEXPECTED EXCEPTION:" in line)
+    example = next((line.strip() for line in reversed(lines[:marker]) if ">>> " in line), "")
+    example = example[example.index(">>> "):] if example else ""
+    final = [line for line in lines[marker + 1:] if not line.startswith((" ", "Traceback"))]
+    final = [line for line in final if not line.rstrip().endswith("UnexpectedException")] or [lines[marker]]
+    kind = final[-1].split(":", 1)[0].strip() if ":" in final[-1] else ""
+    kind = kind.rsplit(".", 1)[-1] if kind.replace(".", "").replace("_", "").isalnum() else ""
+    where = f" (in {example})" if example else ""
+    return kind, (final[-1].strip()[:MAX_MESSAGE - len(where)] + where)
 
 
 def _doctest_message(text: str) -> str:

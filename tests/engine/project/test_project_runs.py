@@ -303,3 +303,22 @@ def test_plugins_that_write_beside_the_project_write_in_the_scratch_folder(tmp_p
                                      [str(tmp_path / "test_mod.py")], trace=False)
     assert [t.outcome for t in run.tests] == ["pass"], run.problems
     assert not (tmp_path / ".coverage").exists()
+
+
+def test_a_doctest_example_that_raises_says_what_and_where(tmp_path):
+    module = tmp_path / "saves.py"
+    module.write_text(textwrap.dedent('''\
+        def save(path):
+            """
+            >>> total = 1
+            >>> save('file.txt')
+            'saved'
+            """
+            open(path, "w").write("x")   # the project folder is read-only in the sandbox
+            return "saved"
+        '''))
+    with Executor(workers=1, limits=Limits(test_seconds=5.0), project_root=str(tmp_path)) as pool:
+        run = project_run.run_module(pool, str(module), module.read_text(), str(tmp_path), [], trace=False)
+    [test] = run.tests
+    assert test.outcome == "error" and test.message.startswith(("OSError: [Errno 30]", "PermissionError")), test.message
+    assert test.message.endswith("(in >>> save('file.txt'))"), test.message
