@@ -3,12 +3,13 @@
 Where tests come from, in order: the function's own doctests; test files found by name next to
 the module or under a `tests/` folder in any folder up to the workspace root (`test_<module>.py`,
 `<module>_test.py`; a package's `__init__.py` goes by the package's name, and also beside its
-folder); files named by a `# egcfg: tests=PATH` comment in the module; files matching
+folder); test files in those tests/ folders that import the module; files named by a `# egcfg: tests=PATH` comment in the module; files matching
 the configured glob patterns. Turning a file's text into test cases is engine.project.testfile's job.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,6 +20,9 @@ from engine.project.testfile import TestSuite, doctest_cases, module_names, test
 Reader = Callable[[str], "str | None"]  # path -> text (the open document's, or the file's), None if unreadable
 
 MAX_TEST_FILES = 40          # candidate files read per function
+MAX_SCANNED = 400            # test files whose imports are read when looking for the module's importers
+IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+(?P<source>[\w.]+)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n#;]+)"
+                         r"|import[ \t]+(?P<modules>[^\n#;]+))", re.MULTILINE)
 MAX_SEARCH_DEPTH = 4         # folders below a tests/ folder searched for test files
 SKIP_DIRS = {".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", "build", "dist"}
 TESTS_COMMENT = re.compile(r"#\s*egcfg:\s*tests\s*=\s*(?P<paths>\S[^\n]*)")
@@ -55,6 +59,91 @@ def _walk_tests_folder(folder: Path, names: set[str], depth: int = 0) -> Iterabl
             yield from _walk_tests_folder(entry, names, depth + 1)
 
 
+def _tests_folders(folder: Path, root: Path) -> list[Path]:
+    """The tests/ and test/ folders from the module's folder up to the workspace root, nearest first."""
+    found = []
+    while True:
+        found += [folder / name for name in ("tests", "test") if (folder / name).is_dir()]
+        if folder == root or folder == folder.parent or not _inside(folder, root):
+            return found
+        folder = folder.parent
+
+
+def _importers(module_path: str, root: Path, folders: list[Path]) -> list[Path]:
+    """Test files in those folders that import the module (`import pkg.mod`, `from pkg.mod import
+    x`, `from pkg import mod`): a project's tests are often named after what they test, not after
+    the file (tabulate's test/test_output.py)."""
+    wanted = module_names(module_path, str(root))
+    if not wanted:
+        return []
+    pattern = re.compile(r"(test_.*|.*_test)\.py")
+    files = (path for folder in folders for path in _walk_tests_files(folder, pattern))
+    package = Path(module_path).parent if Path(module_path).stem == "__init__" else None
+    return [path for path in itertools.islice(files, MAX_SCANNED) if _imports(_imported(path), wanted, package)]
+
+
+def _imports(names: frozenset[str], wanted: list[str], package: Path | None) -> bool:
+    """Whether a file with these imported names (imported_names) imports the module."""
+    for name in wanted:
+        if name in names:  # import pkg.mod, from pkg import mod, import pkg (a package)
+            return True
+        if f"from:{name}" in names:
+            if package is None:
+                return True  # from pkg.mod import x
+            # from pkg import x: the package's own x, unless x is a submodule (pkg/x.py, pkg/x/)
+            taken = [n[len(name) + 1:] for n in names if n.startswith(name + ".") and "." not in n[len(name) + 1:]]
+            if any(not (package / f"{x}.py").exists() and not (package / x).is_dir() for x in taken):
+                return True
+    return False
+
+
+def _walk_tests_files(folder: Path, pattern: re.Pattern, depth: int = 0) -> Iterable[Path]:
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_file() and pattern.fullmatch(entry.name):
+            yield entry
+        elif entry.is_dir() and depth < MAX_SEARCH_DEPTH and entry.name not in SKIP_DIRS and not entry.name.startswith("."):
+            yield from _walk_tests_files(entry, pattern, depth + 1)
+
+
+_IMPORTED: dict[tuple[str, int, int], frozenset[str]] = {}
+
+
+def _imported(path: Path) -> frozenset[str]:
+    """The names a file imports (imported_names), remembered per version of the file."""
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in _IMPORTED:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                _IMPORTED[key] = imported_names(handle.read(1 << 16))
+            if len(_IMPORTED) > 4 * MAX_SCANNED:
+                _IMPORTED.pop(next(iter(_IMPORTED)))
+        return _IMPORTED[key]
+    except OSError:
+        return frozenset()
+
+
+def imported_names(text: str) -> frozenset[str]:
+    """`import a.b` -> a.b; `from a import b` -> "from:a" and a.b."""
+    names = set()
+    for match in IMPORT_LINE.finditer(text):
+        if match["source"]:
+            source = match["source"].lstrip(".")
+            if source:
+                names.add(f"from:{source}")
+                for part in match["names"].strip("()").split(","):
+                    name = part.split(" as ")[0].strip()
+                    if name and name != "*":
+                        names.add(f"{source}.{name}")
+        else:
+            names.update(part.split(" as ")[0].strip() for part in match["modules"].split(","))
+    return frozenset(n for n in names if n)
+
+
 def candidate_test_files(module_path: str, module_text: str, workspace_root: str | None,
                          patterns: Iterable[str] = ()) -> list[str]:
     """Test files for the module, nearest first, without duplicates (only files that exist)."""
@@ -71,14 +160,10 @@ def candidate_test_files(module_path: str, module_text: str, workspace_root: str
     found += [module.parent / n for n in sorted(names)]
     if package:  # beside the package folder: inflection/__init__.py and test_inflection.py
         found += [module.parent.parent / n for n in sorted(names)]
-    folder = module.parent
-    while True:
-        for tests_dir in ("tests", "test"):
-            if (folder / tests_dir).is_dir():
-                found.extend(_walk_tests_folder(folder / tests_dir, names))
-        if folder == root or folder == folder.parent or not _inside(folder, root):
-            break
-        folder = folder.parent
+    folders = _tests_folders(module.parent, root)
+    for tests_dir in folders:
+        found.extend(_walk_tests_folder(tests_dir, names))
+    found += _importers(module_path, root, folders)
     for pattern in patterns:
         found.extend(sorted(p for p in root.glob(pattern) if p.suffix == ".py"))
     unique: list[str] = []

@@ -147,3 +147,50 @@ def test_a_packages_init_finds_the_tests_named_after_the_package(tmp_path):
     module = tmp_path / "inflection" / "words.py"
     module.write_text("")
     assert candidate_test_files(str(module), "", str(tmp_path)) == []
+
+
+def test_test_files_that_import_the_module_are_found_after_the_ones_named_after_it(tmp_path):
+    """tabulate's tests are test/test_output.py, test/test_api.py...: named after what they test."""
+    from lsp_server.discovery import candidate_test_files
+
+    module = tmp_path / "src" / "pkg" / "util.py"
+    module.parent.mkdir(parents=True)
+    (module.parent / "__init__.py").write_text("")
+    module.write_text("def pad(s):\n    return s\n")
+    tests = tmp_path / "tests"
+    (tests / "deep").mkdir(parents=True)
+    named = tests / "test_util.py"
+    named.write_text("from pkg.util import pad\n")
+    files = {
+        "test_api.py": "import os\nfrom pkg import (\n    other,\n    util as u,\n)\n",
+        "deep/test_output.py": "import pkg.util\n",
+        "test_alias.py": "from pkg.util import pad as p  # comment\n",
+        "test_unrelated.py": "from pkg import other\nimport utility\n# from pkg.util import pad\n",
+        "helper.py": "from pkg.util import pad\n",   # not a test file
+    }
+    for name, text in files.items():
+        (tests / name).write_text(text)
+    found = candidate_test_files(str(module), module.read_text(), str(tmp_path))
+    assert found == [str(named), str(tests / "deep" / "test_output.py"), str(tests / "test_alias.py"), str(tests / "test_api.py")]
+    (tests / "test_unrelated.py").write_text("from pkg.util import pad\n")   # edited: read again
+    assert str(tests / "test_unrelated.py") in candidate_test_files(str(module), module.read_text(), str(tmp_path))
+
+
+def test_a_package_is_imported_by_its_own_names_not_by_its_submodules(tmp_path):
+    from lsp_server.discovery import candidate_test_files, imported_names
+
+    assert imported_names("from a.b import c as d\nimport e") == {"from:a.b", "a.b.c", "e"}
+    init = tmp_path / "pkg" / "__init__.py"
+    init.parent.mkdir()
+    init.write_text("def top():\n    return 1\n")
+    (init.parent / "sub.py").write_text("")
+    (init.parent / "nested").mkdir()
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    texts = {"test_a.py": "from pkg import top\n", "test_b.py": "import pkg\n", "test_c.py": "from pkg import sub, nested\n",
+             "test_d.py": "import pkg.sub\n", "test_e.py": "from pkg.sub import thing\n"}
+    for name, text in texts.items():
+        (tests / name).write_text(text)
+    assert candidate_test_files(str(init), init.read_text(), str(tmp_path)) == [str(tests / "test_a.py"), str(tests / "test_b.py")]
+    sub = init.parent / "sub.py"
+    assert candidate_test_files(str(sub), "", str(tmp_path)) == [str(tests / n) for n in ("test_c.py", "test_d.py", "test_e.py")]
