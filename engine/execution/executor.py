@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import select
 import shutil
 import signal
@@ -278,6 +279,8 @@ class _Task:
                    "timeout": timeout}
         if job.project:
             message["project"] = job.project
+            if plan.kind == "pytest" and not job.project.get("collect_only"):
+                message["project"] = {**job.project, "canary": f"test_{secrets.token_hex(6)}"}
         if plan.kind == "block":
             message["test"] = plan.test
         elif plan.kind == "pytest":
@@ -306,7 +309,7 @@ def scratch_env(scratch: str) -> dict[str, str]:
             "HYPOTHESIS_STORAGE_DIRECTORY": os.path.join(scratch, ".hypothesis")}
 
 
-def to_test_result(plan: verdict.Plan, report: dict, timeout: float, limits: Limits) -> TestResult:
+def to_test_result(plan: verdict.Plan, report: dict, timeout: float, limits: Limits, canary: str | None = None) -> TestResult:
     """The worker's report for one test -> a TestResult (the verdict is decided here)."""
     status = report.get("status")
     result = report.get("result") if isinstance(report.get("result"), dict) else None
@@ -319,12 +322,12 @@ def to_test_result(plan: verdict.Plan, report: dict, timeout: float, limits: Lim
     output = report.get("output") if isinstance(report.get("output"), str) else ""
     seconds = float(report.get("seconds") or 0.0)
     if plan.kind == "pytest" and status == "result" and result is not None and isinstance(result.get("project"), str):
-        return _pytest_result(plan, result["project"], output[: limits.output_keep], seconds)
+        return _pytest_result(plan, result["project"], output[: limits.output_keep], seconds, canary)
     outcome, message = _judge(plan, status, result, report, timeout, limits)
     return TestResult(plan.test, outcome, message, trace, output[: limits.output_keep], seconds)
 
 
-def _pytest_result(plan: verdict.Plan, summary: str, output: str, seconds: float) -> TestResult:
+def _pytest_result(plan: verdict.Plan, summary: str, output: str, seconds: float, canary: str | None = None) -> TestResult:
     """A pytest session's summary: details holds each test; the outcome is the session's."""
     try:
         details = json.loads(summary)
@@ -332,10 +335,32 @@ def _pytest_result(plan: verdict.Plan, summary: str, output: str, seconds: float
         return TestResult(plan.test, "error", "malformed pytest summary", None, output, seconds)
     if not isinstance(details, dict) or not isinstance(details.get("tests"), list):
         return TestResult(plan.test, "error", "malformed pytest summary", None, output, seconds)
+    if canary:
+        _check_canary(details, canary)
     failed = [t for t in details["tests"] if not isinstance(t, dict) or t.get("outcome") not in ("pass", "skip", "xfail")]
     problem = details.get("setup_error") or (details.get("collect_errors") and "collection failed")
     outcome = "pass" if not failed and not problem else "fail"
     return TestResult(plan.test, outcome, str(problem or ""), None, output, seconds, details)
+
+
+FORGED = "the program changed how pytest reports results (a test that must fail passed): no verdict of this session stands"
+
+
+def _check_canary(details: dict, canary: str) -> None:
+    """Take egcfg's test (sandbox/project.py's _Canaries) out of the session's; when it passed, or
+    vanished from a session in which nothing failed, every test of the session is an error."""
+    tests, outcome = [], None
+    for entry in details["tests"]:
+        if isinstance(entry, dict) and isinstance(entry.get("nodeid"), str) and entry["nodeid"].endswith(f"::{canary}"):
+            outcome = entry.get("outcome")
+        else:
+            tests.append(entry)
+    failed = any(not isinstance(t, dict) or t.get("outcome") not in ("pass", "skip", "xfail") for t in tests)
+    vanished = outcome is None and details.get("canary") is True and not failed and not details.get("interrupted")
+    if outcome == "pass" or vanished:
+        tests = [{**t, "outcome": "error", "message": FORGED} if isinstance(t, dict) else t for t in tests]
+        details["setup_error"] = details.get("setup_error") or FORGED
+    details["tests"] = tests
 
 
 def _judge(plan, status, result, report, timeout, limits) -> tuple[str, str]:
@@ -591,7 +616,7 @@ class _Slot:
         if reply.get("retire"):  # the test changed what the worker keeps: a fresh sandbox for the next
             logging.getLogger("egcfg").warning("restarting a sandbox worker: %s", str(reply["retire"])[:200])
             self.kill()
-        return to_test_result(plan, reply, timeout, limits)
+        return to_test_result(plan, reply, timeout, limits, (message.get("project") or {}).get("canary"))
 
     def send(self, message: dict) -> None:
         body = json.dumps(message).encode()

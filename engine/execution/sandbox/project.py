@@ -494,6 +494,9 @@ def run_pytest(task: dict, tracer_class) -> dict:
         plugins.append(_Select(project["select"]))
     if project.get("collect_only"):
         args.append("--collect-only")
+    canary = _Canaries(project["canary"]) if project.get("canary") and not project.get("collect_only") else None
+    if canary is not None:
+        plugins.append(canary.plugin())
     try:
         status = int(pytest.main(args + targets, plugins=plugins))
     except SystemExit as error:
@@ -511,8 +514,46 @@ def run_pytest(task: dict, tracer_class) -> dict:
     # Plain data: M turns it into JSON (the candidate may have patched this process's json module).
     result["project"] = {"tests": recorder.summary(), "collect_errors": recorder.collect_errors,
                          "exit": status if type(status) is int else -1, "setup_error": setup_error,
-                         "interrupted": interrupted}
+                         "interrupted": interrupted, "canary": canary is not None and canary.added}
     return result
+
+
+class _Canaries:
+    """A test of egcfg's, named by the host, last in the session (after -x has had its say), that
+    fails. A program that makes pytest report what it wants (a patched `Function.runtest`, report
+    hook or outcome) turns it into a pass, or drops it, and the host then trusts none of the
+    session (executor._check_canary). Only a program written against its name could tell it from
+    the project's tests: it stands in the first test module, beside them."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.added = False
+
+    def plugin(self):
+        import pytest
+
+        canary = self
+
+        class Plugin:
+            @pytest.hookimpl(trylast=True)  # after the project's own selection (-k, -m, plugins)
+            def pytest_collection_modifyitems(self, session, config, items):
+                canary.add(items)
+
+        return Plugin()
+
+    def add(self, items) -> None:
+        import pytest
+
+        module = next((item.getparent(pytest.Module) for item in items if isinstance(item, pytest.Function)
+                       and item.getparent(pytest.Module) is not None), None)
+        if module is None:  # doctests only: nothing for it to stand beside
+            return
+
+        def fails():
+            raise AssertionError("a test that must fail")
+
+        items.append(pytest.Function.from_parent(module, name=self.name, callobj=fails))
+        self.added = True
 
 
 class _Select:

@@ -322,3 +322,25 @@ def test_a_doctest_example_that_raises_says_what_and_where(tmp_path):
     [test] = run.tests
     assert test.outcome == "error" and test.message.startswith(("OSError: [Errno 30]", "PermissionError")), test.message
     assert test.message.endswith("(in >>> save('file.txt'))"), test.message
+
+
+@pytest.mark.parametrize("config, tests, expected", [
+    ("", "def test_a():\n    assert f() == 1\n\n\ndef test_b():\n    assert f() == 2\n", {"test_a": "pass", "test_b": "fail"}),
+    ("[pytest]\naddopts = -x\n", "def test_a():\n    assert f() == 2\n\n\ndef test_b():\n    assert f() == 1\n", {"test_a": "fail"}),
+    ("[pytest]\naddopts = -k b\n", "def test_a():\n    assert f() == 2\n\n\ndef test_b():\n    assert f() == 1\n", {"test_b": "pass"}),
+    ("", "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(f(), 1)\n", {"T::test_a": "pass"}),
+    ("", "import pytest\n\n\n@pytest.fixture(autouse=True)\ndef only_marked(request):\n    if not request.node.get_closest_marker('unit'):\n"
+         "        pytest.skip('not a unit test')\n\n\n@pytest.mark.unit\ndef test_a():\n    assert f() == 1\n", {"test_a": "pass"}),
+], ids=["plain", "stop-at-first-failure", "keyword", "unittest-class", "autouse-skip"])
+def test_egcfgs_own_test_in_a_session_changes_no_honest_verdict(tmp_path, config, tests, expected):
+    """Each session carries a test of egcfg's that must fail (executor._check_canary): it never
+    shows, and whatever the project's configuration does with it, honest verdicts stand."""
+    (tmp_path / "mod.py").write_text("def f():\n    return 1\n")
+    if config:
+        (tmp_path / "pytest.ini").write_text(config)
+    (tmp_path / "test_mod.py").write_text("from mod import f\n" + tests)
+    with Executor(workers=1, limits=Limits(test_seconds=5.0), project_root=str(tmp_path)) as pool:
+        run = project_run.run_module(pool, str(tmp_path / "mod.py"), "def f():\n    return 1\n", str(tmp_path),
+                                     [str(tmp_path / "test_mod.py")], trace=False)
+    assert {t.name: t.outcome for t in run.tests} == expected, (run.tests, run.problems)
+    assert not run.problems
