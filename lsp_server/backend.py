@@ -57,11 +57,11 @@ class EngineBackend:
                     self._executor.close()
                     self._executor = None
                 # The project's interpreter runs its tests: the python setting, a workspace .venv/venv, else egcfg's.
-                python = interpreter.select(project_root, settings.python)
+                python = interpreter.select(project_root, settings.python, settings.sandbox)
                 limits = Limits(test_seconds=settings.test_seconds, memory_mb=settings.memory_mb,
                                 job_seconds=max(60.0, settings.test_seconds * 4), max_processes=project_run.PROCESSES)
                 self._executor = Executor(limits=limits, project_root=project_root, python=python,
-                                          isolation=settings.sandbox)
+                                          isolation=settings.sandbox, readonly_binds=settings.read_folders)
                 self._executor.chosen_interpreter = python
                 self._executor_key = key
             return self._executor

@@ -40,6 +40,7 @@ class LiveTests:
         self.visible: dict[str, tuple[int, int]] = {}       # uri -> lines the editor shows (from inlay hint requests)
         self.edited: dict[str, tuple[int, int]] = {}        # uri -> lines of the latest edit
         self.learned: dict[str, Learned] = {}               # uri -> which pytest tests are whose
+        self.announced: set[tuple] = set()                   # (interpreter, hidden import folders) already logged
 
     # --- scheduling -----------------------------------------------------------------------------
     def schedule(self, uri: str, delay: float, quiet: bool = False) -> None:
@@ -151,6 +152,11 @@ class LiveTests:
         python = await loop.run_in_executor(pool, backend.interpreter, settings, root)
         isolation = await loop.run_in_executor(pool, backend.isolation, settings, root)
         server.status = server.status.update(interpreter=python.describe(), isolation=isolation)
+        hidden = python.hidden_paths(settings.read_folders)
+        if hidden and (python.executable, hidden) not in self.announced:
+            self.announced.add((python.executable, hidden))
+            server.log(f"the tests' Python adds {', '.join(hidden)} to its import path (a .pth file), outside the "
+                       "workspace: the sandbox does not show it; list it in the readFolders setting if the tests import from it")
 
         def run_project(files, nodeids):
             return backend.run_project(settings, root, path, text, files, nodeids=nodeids)

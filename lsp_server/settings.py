@@ -8,6 +8,7 @@ a typo in a settings file must never stop the server.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -43,6 +44,7 @@ class Settings:
     nf4_kernel: str = DEFAULT_NF4_KERNEL     # 4-bit on CUDA, 1-4 rows: bitsandbytes | egcfg (our Triton kernel) | auto (timed per shape)
     python: str = ""                          # the project's interpreter (VS Code: the Python extension's); "": .venv/venv, else egcfg's
     sandbox: str = "auto"                     # auto | bubblewrap | landlock | limits (limits: no isolation, explicit opt-in)
+    read_folders: tuple[str, ...] = ()        # host folders outside the workspace the tests may read (a sibling's editable install)
 
     def engine_key(self) -> tuple:
         """The settings that need the model reloaded when they change."""
@@ -50,7 +52,7 @@ class Settings:
 
     def sandbox_key(self) -> tuple:
         """The settings that need a new executor when they change."""
-        return (self.test_seconds, self.memory_mb, self.python, self.sandbox)
+        return (self.test_seconds, self.memory_mb, self.python, self.sandbox, self.read_folders)
 
 
 def _snake(key: str) -> str:
@@ -105,6 +107,22 @@ def _patterns(value: Any) -> tuple[str, ...]:
     return tuple(p.strip() for p in value)
 
 
+def _folders(value: Any) -> tuple[str, ...]:
+    """Existing absolute folders, none that would show the tests the whole system or home folder."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+        raise ValueError("must be a list of folders")
+    folders = tuple(os.path.expanduser(p.strip()) for p in value)
+    for folder in folders:
+        if not os.path.isabs(folder) or not os.path.isdir(folder):
+            raise ValueError(f"{folder!r} is not an absolute path to a folder")
+        real, home = os.path.realpath(folder), os.path.realpath(os.path.expanduser("~"))
+        if real == "/" or home == real or home.startswith(real.rstrip("/") + "/"):
+            raise ValueError(f"{folder!r} would show the tests the whole system or home folder")
+    return folders
+
+
 def _value_diagnostics(value: Any) -> str:
     if isinstance(value, bool):  # the older boolean form: true showed them, false hid them
         return "hint" if value else "off"
@@ -144,6 +162,7 @@ CHECKS = {
     "nf4_kernel": _choice(NF4_KERNELS),
     "python": _path,
     "sandbox": _choice(SANDBOXES),
+    "read_folders": _folders,
 }
 assert set(CHECKS) == {f.name for f in fields(Settings)}
 

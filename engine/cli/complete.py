@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a test file: its tests that call the function are used (repeatable)")
     parser.add_argument("--test", action="append", default=[], metavar="'assert ...'",
                         help="a test case (repeatable); the function's doctests are always used too")
+    parser.add_argument("--read-folder", action="append", default=[], metavar="FOLDER",
+                        help="a host folder outside the project the tests may read (repeatable): "
+                             "e.g. a sibling project installed in editable mode")
     parser.add_argument("--sandbox", choices=("auto", "bubblewrap", "landlock", "limits"), default="auto",
                         help="isolation of the tests (default auto: bubblewrap, else Landlock, else refuse; "
                              "limits = none, an explicit opt-in; EGCFG_SANDBOX sets the default)")
@@ -163,7 +166,8 @@ def main(args: argparse.Namespace) -> int:
     view = LiveView()
     layout = module_layout(str(path), None)  # candidates run as the module of its package
     executor = Executor(limits=Limits(test_seconds=args.timeout), project_root=layout.rootdir, isolation=args.sandbox,
-                        python=interpreter.select(layout.rootdir, args.python))
+                        python=interpreter.select(layout.rootdir, args.python, args.sandbox),
+                        readonly_binds=args.read_folder)
     try:
         _check_setup(executor, site.source_before + site.body_indent + "pass\n" + site.source_after, suite, layout.to_dict())
         view.status(f"loading {args.model or DEFAULT_MODEL} ...")

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", metavar="PATH", default="",
                         help="the project's interpreter (default: a .venv/venv at the project root, else egcfg's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--read-folder", action="append", default=[], metavar="FOLDER",
+                        help="a host folder outside the project the tests may read (repeatable): "
+                             "e.g. a sibling project installed in editable mode")
     parser.add_argument("--sandbox", choices=("auto", "bubblewrap", "landlock", "limits"), default="auto",
                         help="isolation of the tests (default auto: bubblewrap, else Landlock, else refuse; "
                              "limits = none, an explicit opt-in; EGCFG_SANDBOX sets the default)")
@@ -66,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
     layout = module_layout(str(path), None)  # the program runs as the module of its package
     limits = Limits(test_seconds=args.timeout, job_seconds=args.timeout * len(tests) + 30)
     with Executor(workers=min(2, len(tests)), limits=limits, project_root=layout.rootdir,
-                  python=_interpreter(args, layout.rootdir), isolation=args.sandbox) as executor:
+                  python=_interpreter(args, layout.rootdir), isolation=args.sandbox,
+                  readonly_binds=args.read_folder) as executor:
         result = executor.run(Job(program=program, tests=tuple(tests), setup=setup, trace=not args.no_trace,
                                   project=layout.to_dict()))
     print(json.dumps(as_json(program, result, path, args), indent=2) if args.json else as_text(program, result))
@@ -76,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
 def _interpreter(args: argparse.Namespace, root: str):
     from engine.execution import interpreter
 
-    return interpreter.select(root, args.python)
+    return interpreter.select(root, args.python, args.sandbox)
 
 
 def _main_pytest(args: argparse.Namespace, path: Path, program: str) -> int:
@@ -95,7 +99,8 @@ def _main_pytest(args: argparse.Namespace, path: Path, program: str) -> int:
     else:
         files = _test_files_by_name(path, root)
     limits = Limits(test_seconds=args.timeout, max_processes=project_run.PROCESSES)
-    with Executor(workers=2, limits=limits, project_root=root, python=python, isolation=args.sandbox) as executor:
+    with Executor(workers=2, limits=limits, project_root=root, python=python, isolation=args.sandbox,
+                  readonly_binds=args.read_folder) as executor:
         if not project_run.available(executor):
             raise UserError(f"{python.describe()} cannot import pytest: install it there, or drop --pytest")
         run = project_run.run_module(executor, str(path), program, root, files, trace=not args.no_trace)

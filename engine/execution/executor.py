@@ -123,8 +123,8 @@ class Executor:
         self.limits = limits
         self.project_root = project_root
         # The project's interpreter (a path or an interpreter.Interpreter); None: egcfg's own.
-        self.interpreter = _interpreter(python)
         self.choice = isolation_module.choose(isolation)
+        self.interpreter = _interpreter(python, self.choice.level)
         binds = self.interpreter.read_only_binds() if self.interpreter else isolation_module.own_interpreter_binds()
         self.view = isolation_module.readonly_view(project_root, binds, tuple(readonly_binds))
         self._pool = _Pool(count, limits, self.choice, project_root, self.interpreter, self.view)
@@ -189,13 +189,14 @@ class Executor:
         return [JobResult(state.results, self.isolation) for state in states]
 
 
-def _interpreter(python):
-    """None (egcfg's own Python), or the probed project interpreter a path names."""
+def _interpreter(python, level: str = "auto"):
+    """None (egcfg's own Python), or the probed project interpreter a path names (probed in the
+    sandbox of ``level``)."""
     if python is None or python == "":
         return None
     from engine.execution import interpreter
 
-    found = python if isinstance(python, interpreter.Interpreter) else interpreter.probe(os.path.abspath(python), "setting")
+    found = python if isinstance(python, interpreter.Interpreter) else interpreter.probe(os.path.abspath(python), "setting", level)
     return None if found.is_own else found
 
 
@@ -470,6 +471,19 @@ class _Pool:
         return config
 
     @staticmethod
+    def _landlock_launcher(rules: dict) -> list[str]:
+        """egcfg's own Python applies the worker's Landlock domain, and a filter without what the
+        worker itself needs (killing a test's process group, chmod to wipe what a test left), then
+        execs the worker: nothing of the project's interpreter runs unconfined."""
+        from engine.execution import interpreter
+
+        try:
+            bpf = seccomp_filter.compiled_filter(network=False)
+        except (seccomp_filter.SeccompUnavailable, OSError):
+            bpf = b""  # as for the tests: the executor refuses the level elsewhere when it needs one
+        return interpreter.landlock_launcher(rules, bpf, keep_capabilities=True)
+
+    @staticmethod
     def _seccomp(level: str, abi: int) -> str | None:
         try:
             landlock = level == "landlock"
@@ -504,6 +518,8 @@ class _Pool:
                 config["nproc"] = self.limits.max_processes
             env.update(scratch_env(tmp))
             argv = python + [json.dumps(config)]
+            if config.get("landlock"):  # the project's interpreter starts (its .pth lines run) already confined
+                argv = self._landlock_launcher(config["landlock"]) + argv
             cwd = tmp
         env["EGCFG_CGROUP_PROCS"] = " ".join(slot.cgroup.procs_files)
         # Join the cgroups before exec, so every process of the sandbox is counted.

@@ -1,5 +1,7 @@
 """Settings: one typed model, parsed with defaults; invalid values are reported and replaced."""
 
+import os
+
 from lsp_server.settings import Settings, describe, parse_settings
 
 
@@ -57,3 +59,14 @@ def test_the_nf4_kernel_setting_reloads_the_model():
     assert settings.engine_key() != Settings().engine_key() and Settings().nf4_kernel == "bitsandbytes"
     settings, problems = parse_settings({"nf4_kernel": "cublas"})
     assert settings.nf4_kernel == "bitsandbytes" and "must be one of bitsandbytes, egcfg" in problems[0]
+
+
+def test_read_folders_are_existing_absolute_folders_never_the_system_or_home(tmp_path):
+    from lsp_server.settings import parse_settings
+
+    settings, problems = parse_settings({"readFolders": [str(tmp_path)]})
+    assert settings.read_folders == (str(tmp_path),) and not problems
+    assert settings.sandbox_key() != parse_settings({})[0].sandbox_key()   # a new executor shows it
+    for bad in (["relative/lib"], [str(tmp_path / "missing")], ["/"], ["~"], [os.path.dirname(os.path.expanduser("~"))], "", [3]):
+        settings, problems = parse_settings({"readFolders": bad})
+        assert settings.read_folders == () and len(problems) == 1 and "readFolders" in problems[0], (bad, problems)

@@ -19,6 +19,7 @@ export const SERVER_SETTING_KEYS = [
   "valueHints",
   "debounceMs",
   "maxFileBytes",
+  "readFolders",
 ] as const;
 
 /** Settings only the extension uses: changing them restarts the server instead. */

@@ -69,7 +69,8 @@ def load_seccomp(bpf: bytes) -> None:
     """Install a compiled classic-BPF seccomp filter (8-byte instructions) on this thread; every
     thread and process started afterwards inherits it."""
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _load(Prepared({"seccomp_bpf": bpf.hex()}).program)
+    prepared = Prepared({"seccomp_bpf": bpf.hex()})  # holds the program's buffer until it is loaded
+    _load(prepared.program)
 
 
 def _load(program) -> None:
