@@ -109,6 +109,13 @@ def available(executor) -> bool:
         return False
 
 
+def may_have_doctests(text: str) -> bool:
+    """Whether collecting the module's doctests can find any: otherwise it is not imported for them
+    (a module that warns when imported, under the project's `filterwarnings = error`, would fail
+    the collection that plain pytest never makes)."""
+    return ">>>" in text
+
+
 def project_dict(layout: ModuleLayout, test_files: Sequence[str], test_seconds: float, *,
                  nodeids: Sequence[str] = (), limits: dict | None = None, doctests: bool = True,
                  seconds: float | None = None, memory_mb: int = 0, select: Sequence[str] | None = None,
@@ -180,6 +187,7 @@ class _Context:
         from engine.execution.executor import Job
 
         project = project_dict(self.layout, self.files, self.base, limits=self.limits, seconds=seconds,
+                               doctests=may_have_doctests(self.text),
                                memory_mb=SESSION_MEMORY_FACTOR * self.executor.limits.memory_mb, **selection)
         return Job(program=self.text, tests=("pytest session",), project=project, trace=trace)
 
@@ -193,7 +201,7 @@ class _Context:
         if result.details is None:
             run.problems.append(f"the pytest session failed: {result.message or result.outcome}")
             return None
-        run.problems += _problems(result.details)
+        run.problems += _problems(result.details, result.output)
         run.collect_errors = _collect_errors(result.details)
         return [t["nodeid"] for t in result.details.get("tests") or [] if isinstance(t, dict) and isinstance(t.get("nodeid"), str)]
 
@@ -217,8 +225,10 @@ class _Context:
                 got = [t for t in _tests(outcome.details, self.base, self.limits) if t.nodeid in ids or kind == "nodeids"]
                 tests += got
                 if kind == "nodeids" and not run.problems:  # no collection step: its errors come from here
-                    run.problems += _problems(outcome.details)
+                    run.problems += _problems(outcome.details, outcome.output)
                     run.collect_errors = _collect_errors(outcome.details)
+                elif outcome.details.get("exit") in (3, 4):  # pytest stopped in this share
+                    run.problems += [p for p in _problems(outcome.details, outcome.output) if p not in run.problems]
                 done = {t.nodeid for t in got}
                 rest = [n for n in ids if n not in done]
                 if rest and outcome.details.get("interrupted"):
@@ -237,7 +247,7 @@ def _confirm_untraced(executor, run: ProjectRun, text: str, test_files, base: fl
     if not failed:
         return
     wanted = {t.nodeid: t for t in failed}
-    project = project_dict(run.layout, test_files, base, nodeids=list(wanted), limits=limits,
+    project = project_dict(run.layout, test_files, base, nodeids=list(wanted), limits=limits, doctests=may_have_doctests(text),
                            seconds=min(SESSION_CAP, executor.limits.job_seconds + SESSION_MARGIN),
                            memory_mb=SESSION_MEMORY_FACTOR * executor.limits.memory_mb)
     result = executor.run(Job(program=text, tests=("pytest session",), project=project, trace=False)).tests[0]
@@ -266,10 +276,15 @@ def _tests(details: dict, base: float, limits: dict) -> list[ProjectTest]:
     return out
 
 
-def _problems(details: dict) -> list[str]:
+def _problems(details: dict, output: str = "") -> list[str]:
     problems = []
     if details.get("setup_error"):
         problems.append(f"pytest could not run: {details['setup_error']}")
+    elif details.get("exit") in (3, 4):  # pytest's internal or usage error: whatever it ran is not the whole story
+        kind = "an internal error" if details["exit"] == 3 else "a usage error"
+        lines = [line.strip() for line in str(output or "").splitlines() if line.startswith("ERROR:") or "error:" in line]
+        said = str(details.get("internal_error") or "") or (lines[-1] if lines else "")
+        problems.append(f"pytest stopped with {kind} (exit status {details['exit']})" + (f": {said}"[:300] if said else ""))
     for nodeid, message, _ in _collect_errors(details):
         problems.append(f"{nodeid}: {message}"[:400])
     return problems
@@ -293,7 +308,7 @@ def _retry_timeouts(executor, run: ProjectRun, text: str, test_files, base: floa
     if not timed_out:
         return
     jobs = [Job(program=text, tests=("pytest session",), trace=trace,
-                project=project_dict(run.layout, test_files, base, nodeids=[t.nodeid],
+                project=project_dict(run.layout, test_files, base, nodeids=[t.nodeid], doctests=may_have_doctests(text),
                                      limits={t.nodeid: SLOW_RETRY_SECONDS}, seconds=SLOW_RETRY_SECONDS + SESSION_MARGIN,
                                      memory_mb=SESSION_MEMORY_FACTOR * executor.limits.memory_mb))
             for t in timed_out]

@@ -55,6 +55,15 @@ ALARM_REPEAT = 1.0  # seconds between the first alarm and the interrupt of the s
 _ALARMS = [0]       # alarms since the current limit was armed
 
 
+# A module's `warnings.warn(..., stacklevel=2)` at import time names its importer: the warnings
+# machinery skips import frames, those whose file name holds "importlib" and "_bootstrap". This
+# loader's own frame must be skipped the same way, so it is compiled under such a name.
+_LOADER = {}
+exec(compile("def exec_module(self, module):\n    module.__file__ = self.path\n"
+             "    exec(self.get_code(module.__name__), module.__dict__)\n",
+             "<egcfg: importlib._bootstrap-like loader of the edited module>", "exec"), _LOADER)
+
+
 class EditedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
     """Serves ``text`` as the source of module ``name`` (whose file is ``path``)."""
 
@@ -73,10 +82,7 @@ class EditedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.InspectLoad
     def create_module(self, spec):
         return None
 
-    def exec_module(self, module):
-        module.__file__ = self.path
-        code = self.get_code(module.__name__)
-        exec(code, module.__dict__)
+    exec_module = _LOADER["exec_module"]
 
     def get_code(self, fullname):
         # "<program>": the name the tracer and the error reports give the edited module's lines.
@@ -159,6 +165,7 @@ class _Recorder:
         self.order = []
         self.traces_left = MAX_TRACES_TEXT
         self.collect_errors = []
+        self.internal_error = ""   # what pytest stopped on (its INTERNALERROR: a plugin or hook that raised)
         self.current = None
         self.escaped = set()   # tests whose program called pytest.skip/xfail/exit: failed, whatever follows
         self.pending = set()   # tests started whose deciding report has not arrived yet
@@ -320,6 +327,13 @@ class _Recorder:
         if kind in ("AssertionError", "", "DocTestFailure") or kind.endswith("Failed"):
             return "fail", message
         return "error", message
+
+    def pytest_internalerror(self, excrepr, excinfo):
+        try:
+            first = (str(excinfo.value).strip().splitlines() or [""])[0]
+            self.internal_error = f"{excinfo.typename}: {first}"[:MAX_MESSAGE]
+        except Exception:  # noqa: BLE001
+            self.internal_error = str(excrepr).strip().splitlines()[-1][:MAX_MESSAGE] if str(excrepr).strip() else "internal error"
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -514,7 +528,8 @@ def run_pytest(task: dict, tracer_class) -> dict:
     # Plain data: M turns it into JSON (the candidate may have patched this process's json module).
     result["project"] = {"tests": recorder.summary(), "collect_errors": recorder.collect_errors,
                          "exit": status if type(status) is int else -1, "setup_error": setup_error,
-                         "interrupted": interrupted, "canary": canary is not None and canary.added}
+                         "interrupted": interrupted, "canary": canary is not None and canary.added,
+                         "internal_error": recorder.internal_error}
     return result
 
 

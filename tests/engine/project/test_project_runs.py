@@ -344,3 +344,45 @@ def test_egcfgs_own_test_in_a_session_changes_no_honest_verdict(tmp_path, config
                                      [str(tmp_path / "test_mod.py")], trace=False)
     assert {t.name: t.outcome for t in run.tests} == expected, (run.tests, run.problems)
     assert not run.problems
+
+
+def test_a_module_that_warns_when_imported_is_judged_as_pytest_judges_it(tmp_path):
+    """python-dateutil's zoneinfo: a deprecated module warns at import (stacklevel=2, naming its
+    importer), under `filterwarnings = error`. egcfg's loader must not stand in for the importer,
+    and a module with no doctests is not imported to look for some (which plain pytest never does)."""
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\nfilterwarnings = ["error:old is deprecated"]\n')
+    (tmp_path / "old.py").write_text('import warnings\nwarnings.warn("old is deprecated", DeprecationWarning, stacklevel=2)\n\n\n'
+                                     'def f():\n    return 1\n')
+    (tmp_path / "test_old.py").write_text(textwrap.dedent('''\
+        import os
+        import sys
+
+        import pytest
+
+
+        def test_import_names_this_file():
+            sys.modules.pop("old", None)
+            with pytest.warns(DeprecationWarning) as record:
+                import old
+            assert old.f() == 1
+            assert [os.path.splitext(w.filename)[0] for w in record] == [os.path.splitext(__file__)[0]]
+        '''))
+    with Executor(workers=1, limits=Limits(test_seconds=5.0), project_root=str(tmp_path)) as pool:
+        run = project_run.run_module(pool, str(tmp_path / "old.py"), (tmp_path / "old.py").read_text(), str(tmp_path),
+                                     [str(tmp_path / "test_old.py")], trace=False)
+    assert {t.name: t.outcome for t in run.tests} == {"test_import_names_this_file": "pass"}, (run.tests, run.problems)
+    assert not run.problems
+
+
+def test_pytest_stopping_with_an_internal_error_is_a_problem_not_silence(tmp_path):
+    """A project plugin that fails pytest's start (here: a conftest hook raising under the
+    project's configuration) found no tests and said nothing: now the run says why."""
+    (tmp_path / "mod.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "conftest.py").write_text("def pytest_collection_modifyitems(items):\n"
+                                          "    raise RuntimeError('the plugin is broken')\n")
+    (tmp_path / "test_mod.py").write_text("from mod import f\n\n\ndef test_f():\n    assert f() == 1\n")
+    with Executor(workers=1, limits=Limits(test_seconds=5.0), project_root=str(tmp_path)) as pool:
+        run = project_run.run_module(pool, str(tmp_path / "mod.py"), "def f():\n    return 1\n", str(tmp_path),
+                                     [str(tmp_path / "test_mod.py")], trace=False)
+    assert run.tests == [] and len(run.problems) == 1, run.problems
+    assert run.problems[0].startswith("pytest stopped with an internal error (exit status 3): RuntimeError: the plugin is broken")
