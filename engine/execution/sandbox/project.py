@@ -496,6 +496,8 @@ def run_pytest(task: dict, tracer_class) -> dict:
         pass
     recorder = _Recorder(project, tracer_class, bool(task.get("trace")))
     args = list(PYTEST_ARGS) + list(project.get("pytest_args") or []) + ["--rootdir", rootdir]
+    if _has_module("pytest_cov"):  # the project's --cov: coverage would fight the tracer for the
+        args.append("--no-cov")    # trace hooks, and writes its reports beside the (read-only) project
     targets = list(project.get("nodeids") or []) or list(project.get("test_files") or [])
     if project.get("doctests") and os.path.exists(project["path"]) and not project.get("nodeids"):
         targets.append(project["path"])
@@ -531,6 +533,13 @@ def run_pytest(task: dict, tracer_class) -> dict:
                          "interrupted": interrupted, "canary": canary is not None and canary.added,
                          "internal_error": recorder.internal_error}
     return result
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class _Canaries:

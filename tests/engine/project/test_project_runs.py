@@ -386,3 +386,30 @@ def test_pytest_stopping_with_an_internal_error_is_a_problem_not_silence(tmp_pat
                                      [str(tmp_path / "test_mod.py")], trace=False)
     assert run.tests == [] and len(run.problems) == 1, run.problems
     assert run.problems[0].startswith("pytest stopped with an internal error (exit status 3): RuntimeError: the plugin is broken")
+
+
+def test_the_projects_coverage_plugin_is_switched_off_in_the_sandbox(tmp_path):
+    """wcwidth runs pytest with `--cov --cov-report=html`: coverage would fight egcfg's tracer and
+    writes htmlcov/ beside the read-only project at the session's end. A stand-in pytest_cov
+    (found as the real one is: by its module name) shows the session runs with --no-cov."""
+    (tmp_path / "pytest_cov").mkdir()
+    (tmp_path / "pytest_cov" / "__init__.py").write_text(textwrap.dedent('''\
+        import os
+
+
+        def pytest_addoption(parser):
+            parser.addoption("--cov", action="store_true")
+            parser.addoption("--no-cov", action="store_true")
+
+
+        def pytest_sessionfinish(session):
+            if session.config.getoption("--cov") and not session.config.getoption("--no-cov"):
+                os.makedirs("htmlcov", exist_ok=True)   # the project folder: read-only in the sandbox
+        '''))
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -p pytest_cov --cov\n")
+    (tmp_path / "mod.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "test_mod.py").write_text("from mod import f\n\n\ndef test_f():\n    assert f() == 1\n")
+    with Executor(workers=1, limits=Limits(test_seconds=5.0), project_root=str(tmp_path)) as pool:
+        run = project_run.run_module(pool, str(tmp_path / "mod.py"), "def f():\n    return 1\n", str(tmp_path),
+                                     [str(tmp_path / "test_mod.py")], trace=False)
+    assert {t.name: t.outcome for t in run.tests} == {"test_f": "pass"} and not run.problems, run.problems
