@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from engine.execution import isolation as isolation_module
-from engine.execution import seccomp_filter, verdict
+from engine.execution import interpreter, seccomp_filter, verdict
 from engine.errors import UserError
 from engine.execution.cgroups import Cgroup as _Cgroup
 from engine.execution.cgroups import remove_stale as _remove_stale_cgroups
@@ -194,8 +194,6 @@ def _interpreter(python, level: str = "auto"):
     sandbox of ``level``)."""
     if python is None or python == "":
         return None
-    from engine.execution import interpreter
-
     found = python if isinstance(python, interpreter.Interpreter) else interpreter.probe(os.path.abspath(python), "setting", level)
     return None if found.is_own else found
 
@@ -475,8 +473,6 @@ class _Pool:
         """egcfg's own Python applies the worker's Landlock domain, and a filter without what the
         worker itself needs (killing a test's process group, chmod to wipe what a test left), then
         execs the worker: nothing of the project's interpreter runs unconfined."""
-        from engine.execution import interpreter
-
         try:
             bpf = seccomp_filter.compiled_filter(network=False)
         except (seccomp_filter.SeccompUnavailable, OSError):
@@ -672,14 +668,7 @@ class _Slot:
         process, self.process = self.process, None
         if process is None:
             return
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # bwrap and everything below it
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            process.kill()
-        except OSError:
-            pass
+        interpreter.kill_session(process)  # bwrap and everything below it
         for stream in (process.stdin, process.stdout):
             try:
                 stream.close()

@@ -515,14 +515,14 @@ def _communicate(argv, env, cwd, fds, stdin: bytes, timeout: float, level: str) 
             if any(len(data) > CONFINED_OUTPUT for data in streams.values()):
                 break
     if open_fds:
-        _kill(process)
+        kill_session(process)
     try:
         process.wait(timeout=max(0.1, deadline - time.monotonic()) if not timed_out else 5)
     except subprocess.TimeoutExpired:
-        _kill(process)
+        kill_session(process)
         timed_out = True
         process.wait(timeout=5)
-    _kill(process)  # whatever of its session is left
+    kill_session(process)  # whatever of its session is left
     for stream in (process.stdout, process.stderr):
         stream.close()
     writer.join(timeout=1)
@@ -530,7 +530,8 @@ def _communicate(argv, env, cwd, fds, stdin: bytes, timeout: float, level: str) 
                     timed_out, level)
 
 
-def _kill(process: subprocess.Popen) -> None:
+def kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL to the process's session (started with start_new_session) and to the process."""
     try:
         os.killpg(process.pid, signal.SIGKILL)  # bwrap (and everything below it), or the interpreter's session
     except (ProcessLookupError, PermissionError):
