@@ -47,16 +47,17 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _walk_tests_folder(folder: Path, names: set[str], depth: int = 0) -> Iterable[Path]:
+def _walk_tests_folder(folder: Path, wanted: Callable[[str], bool], depth: int = 0) -> Iterable[Path]:
+    """Files below a tests folder (MAX_SEARCH_DEPTH deep) whose names are `wanted`, in order."""
     try:
         entries = sorted(folder.iterdir())
     except OSError:
         return
     for entry in entries:
-        if entry.is_file() and entry.name in names:
+        if entry.is_file() and wanted(entry.name):
             yield entry
         elif entry.is_dir() and depth < MAX_SEARCH_DEPTH and entry.name not in SKIP_DIRS and not entry.name.startswith("."):
-            yield from _walk_tests_folder(entry, names, depth + 1)
+            yield from _walk_tests_folder(entry, wanted, depth + 1)
 
 
 def _tests_folders(folder: Path, root: Path) -> list[Path]:
@@ -77,7 +78,7 @@ def _importers(module_path: str, root: Path, folders: list[Path]) -> list[Path]:
     if not wanted:
         return []
     pattern = re.compile(r"(test_.*|.*_test)\.py")
-    files = (path for folder in folders for path in _walk_tests_files(folder, pattern))
+    files = (path for folder in folders for path in _walk_tests_folder(folder, pattern.fullmatch))
     package = Path(module_path).parent if Path(module_path).stem == "__init__" else None
     return [path for path in itertools.islice(files, MAX_SCANNED) if _imports(_imported(path), wanted, package)]
 
@@ -95,18 +96,6 @@ def _imports(names: frozenset[str], wanted: list[str], package: Path | None) -> 
             if any(not (package / f"{x}.py").exists() and not (package / x).is_dir() for x in taken):
                 return True
     return False
-
-
-def _walk_tests_files(folder: Path, pattern: re.Pattern, depth: int = 0) -> Iterable[Path]:
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_file() and pattern.fullmatch(entry.name):
-            yield entry
-        elif entry.is_dir() and depth < MAX_SEARCH_DEPTH and entry.name not in SKIP_DIRS and not entry.name.startswith("."):
-            yield from _walk_tests_files(entry, pattern, depth + 1)
 
 
 _IMPORTED: dict[tuple[str, int, int], frozenset[str]] = {}
@@ -162,7 +151,7 @@ def candidate_test_files(module_path: str, module_text: str, workspace_root: str
         found += [module.parent.parent / n for n in sorted(names)]
     folders = _tests_folders(module.parent, root)
     for tests_dir in folders:
-        found.extend(_walk_tests_folder(tests_dir, names))
+        found.extend(_walk_tests_folder(tests_dir, names.__contains__))
     found += _importers(module_path, root, folders)
     for pattern in patterns:
         found.extend(sorted(p for p in root.glob(pattern) if p.suffix == ".py"))
