@@ -121,7 +121,7 @@ class Interpreter:
             [os.path.dirname(os.path.abspath(self.executable)), os.path.dirname(os.path.realpath(self.executable))]
             if self.trusted else [])
         for path in (*core, *self.paths):
-            if path and os.path.isabs(path) and os.path.exists(path) and _inside(os.path.realpath(path), anchors):
+            if path and os.path.isabs(path) and os.path.exists(path) and inside(os.path.realpath(path), anchors):
                 wanted.append(path)
         return outermost(p for p in wanted if not _private(p))
 
@@ -132,9 +132,9 @@ class Interpreter:
         binds = [*shown_now, *(os.path.realpath(p) for p in shown), *(os.path.realpath(d) for d in _system_dirs())]
         # what it reported, and (a probe in bwrap cannot see a folder the view lacks, so does not
         # report it) the path lines of the .pth files in its site-packages, read here as text
-        candidates = [*self.paths, *_pth_folders(s for s in self.site if _inside(os.path.realpath(s), shown_now))]
+        candidates = [*self.paths, *_pth_folders(s for s in self.site if inside(os.path.realpath(s), shown_now))]
         return tuple(sorted({os.path.realpath(p) for p in candidates
-                             if p and os.path.isabs(p) and os.path.isdir(p) and not _inside(os.path.realpath(p), binds)}))
+                             if p and os.path.isabs(p) and os.path.isdir(p) and not inside(os.path.realpath(p), binds)}))
 
     def to_dict(self) -> dict:
         return {"executable": self.executable, "version": self.version_text, "source": self.source,
@@ -269,7 +269,8 @@ def _system_dirs() -> tuple[str, ...]:
     return tuple(isolation.SYSTEM_DIRS)
 
 
-def _inside(path: str, folders) -> bool:
+def inside(path: str, folders) -> bool:
+    """Whether path is one of the folders or lies below one."""
     return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
@@ -277,7 +278,7 @@ def outermost(paths) -> list[str]:
     """The real paths that exist, shortest first, without any that lies inside another one."""
     kept: list[str] = []
     for path in sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)}, key=len):
-        if not _inside(path, kept):
+        if not inside(path, kept):
             kept.append(path)
     return kept
 

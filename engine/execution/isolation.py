@@ -163,14 +163,9 @@ def readonly_view(project_root: str | None, interpreter_binds: list[str], extra:
     own folder (engine/execution/sandbox only), the interpreter's prefixes, site-packages and
     sys.path, the project, and the extra read-only binds a caller declares (test folders).
     Shortest first; a folder inside another one listed is dropped."""
-    wanted = [SANDBOX_DIR, project_root, *interpreter_binds, *extra]
-    found = sorted({os.path.realpath(p) for p in wanted if p and os.path.exists(p)}, key=len)
-    kept: list[str] = []
-    for path in found:
-        covered = any(path == k or path.startswith(k.rstrip("/") + "/") for k in (*kept, "/usr"))
-        if not covered:
-            kept.append(path)
-    return kept
+    from engine.execution.interpreter import inside, outermost
+
+    return [p for p in outermost([SANDBOX_DIR, project_root, *interpreter_binds, *extra]) if not inside(p, ["/usr"])]
 
 
 def own_interpreter_binds() -> list[str]:
